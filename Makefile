@@ -1,0 +1,46 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# torch is pinned and installed before the package so that no CUDA build is pulled in.
+TORCH  := torch==2.13.0
+
+.PHONY: install install-test fonts browser demo test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# Korean text in attention heatmaps needs a CJK font; install it where we can (root + apt-get).
+fonts:
+	@fc-list 2>/dev/null | grep -qi "Noto Sans CJK" || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get update -qq && apt-get install -y -qq fonts-noto-cjk) >/dev/null 2>&1 \
+	      || echo "warning: could not install fonts-noto-cjk; Korean glyphs may not render"; \
+	  else echo "warning: no CJK font (install fonts-noto-cjk); Korean glyphs may not render"; fi; }
+
+demo: install fonts
+	$(BIN)/seqattn demo --out demo_out
+
+test: install-test fonts
+	$(BIN)/python -m pytest -q
+
+lint: install-test
+	$(BIN)/ruff check seqattn tests benchmarks
+
+bench: install
+	$(BIN)/python benchmarks/multi30k.py
+
+clean:
+	rm -rf $(VENV) demo_out

@@ -1,0 +1,58 @@
+"""Model directories and checkpoints: atomic writes, safe (weights_only) loads."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .errors import SeqattnError
+
+
+def atomic_write(path: Path, write) -> None:
+    """Write path through write(fileobj) into a temporary file, fsync, then rename over path.
+
+    A crash at any moment leaves either the old file or the new one, never a torn one.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def save_checkpoint(obj: dict, path: Path) -> None:
+    """Atomically save a dict of tensors and plain values (loadable with weights_only=True)."""
+    try:
+        atomic_write(path, lambda f: torch.save(obj, f))
+    except OSError as e:
+        raise SeqattnError(f"{path}: cannot write checkpoint ({e.strerror or e})") from None
+
+
+def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> dict:
+    """Return the checkpoint dict at path, loaded without unpickling arbitrary objects."""
+    try:
+        obj = torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise SeqattnError(f"{path}: checkpoint not found") from None
+    except Exception as e:  # truncated zip, wrong format, disallowed global: all mean a bad file
+        raise SeqattnError(f"{path}: not a valid seqattn checkpoint ({type(e).__name__})") from None
+    if not isinstance(obj, dict) or "model" not in obj:
+        raise SeqattnError(f"{path}: not a valid seqattn checkpoint (no model weights)")
+    return obj

@@ -1,0 +1,212 @@
+"""`seqattn <command>`: parses arguments, calls the library, prints; the only place that exits."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _progress_callback(total: int | None, desc: str):
+    """Return (callback, close) that drive a tqdm bar on stderr from training events."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total or None, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True,
+               disable=None, mininterval=0.5)
+    state = {"tokens_per_s": None}
+
+    def callback(kind: str, info: dict) -> None:
+        if kind == "start":
+            bar.n = info["step"]
+            bar.write(f"training on {info['device']}: {info['train_pairs']} pairs in {info['batches']} batches, "
+                      f"{info['params'] / 1e6:.2f}M parameters", file=sys.stderr)
+        elif kind == "step":
+            bar.update(info["step"] - bar.n)
+            post = {"loss": f"{info['loss']:.3f}", "ep": info["epoch"]}
+            if state["tokens_per_s"]:
+                post["tok/s"] = f"{state['tokens_per_s']:.0f}"
+            bar.set_postfix(post, refresh=False)
+        elif kind == "train":
+            state["tokens_per_s"] = info["tokens_per_s"]
+        elif kind == "valid":
+            bar.write(f"step {info['step']}: valid loss {info['loss']:.3f} ppl {info['ppl']:.2f} "
+                      f"BLEU {info['bleu']:.2f} chrF {info['chrf']:.2f} exact {info['exact']:.1f}%"
+                      f"{'  (best)' if info['best'] else ''}", file=sys.stderr)
+        elif kind in ("info", "end") and "message" in info:
+            bar.write(info["message"], file=sys.stderr)
+
+    return callback, bar.close
+
+
+def cmd_train(args) -> int:
+    from .config import load_config
+    from .train import Trainer
+
+    cfg = load_config(args.config)
+    if args.model_dir:
+        cfg.model_dir = args.model_dir
+    callback, close = _progress_callback(cfg.train.max_steps, "train")
+    try:
+        result = Trainer(cfg, resume=args.resume, overwrite=args.overwrite, callback=callback).run()
+    finally:
+        close()
+    best = "none" if result["best"] is None else f"{result['best']:.2f} at step {result['best_step']}"
+    print(f"stopped at step {result['step']} ({result['reason']}); best {result['metric']} {best}; "
+          f"model in {cfg.model_dir}", file=sys.stderr)
+    return 0
+
+
+def _read_input(path: str | None) -> list[str]:
+    from .data.corpus import read_lines
+
+    if path:
+        return read_lines(path)
+    data = sys.stdin.buffer.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        from .errors import SeqattnError
+
+        raise SeqattnError(f"<stdin>:{line}: invalid UTF-8") from None
+    return text.splitlines()
+
+
+def cmd_translate(args) -> int:
+    from .translator import Translator
+
+    translator = Translator.load(args.model_dir, device=args.device)
+    lines = _read_input(args.input)
+    results = translator.translate(lines, batch_size=args.batch_size, attention=bool(args.attention))
+    out = sys.stdout
+    for r in results:
+        out.write(r.text + "\n")
+    out.flush()
+    if args.attention:
+        from .checkpoint import atomic_write
+
+        records = [{"source": src, **r.to_dict()} for src, r in zip(lines, results)]
+        atomic_write(args.attention, lambda f: f.write(json.dumps(records, ensure_ascii=False).encode("utf-8")))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .data.corpus import read_parallel
+    from .evaluate import score
+    from .translator import Translator
+
+    src, ref = read_parallel(args.src, args.ref)
+    translator = Translator.load(args.model_dir, device=args.device)
+    hyps = [r.text for r in translator.translate(src, batch_size=args.batch_size)]
+    metrics = score(hyps, ref)
+    if args.output:
+        from pathlib import Path
+
+        Path(args.output).write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        print(f"BLEU {metrics['bleu']:.2f}  chrF {metrics['chrf']:.2f}  exact match {metrics['exact']:.2f}%  "
+              f"({metrics['n']} sentences)")
+        print(metrics["bleu_signature"])
+        print(metrics["chrf_signature"])
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    callback, close = _progress_callback(None, f"demo {args.task}")
+    try:
+        result = run_demo(args.task, args.out, seconds=args.seconds, seed=args.seed, callback=callback)
+    finally:
+        close()
+    print(f"task {args.task}: held-out exact match {result['exact']:.2f}% on {result['n_test']} inputs "
+          f"after {result['train_seconds']:.0f} s of training ({result['steps']} steps)")
+    for ex in result["examples"]:
+        mark = "ok " if ex["ok"] else "BAD"
+        print(f"  [{mark}] {ex['source']}  ->  {ex['output']}   (expected {ex['expected']})")
+    print(f"attention heatmap: {result['heatmap']}")
+    print(f"model directory: {result['model_dir']}")
+    if args.json:
+        print(json.dumps({k: v for k, v in result.items() if k != "examples"}))
+    return 0
+
+
+def cmd_data(args) -> int:
+    from .data.multi30k import download
+
+    for path in download(args.dir, base_url=args.url):
+        print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of every command."""
+    from . import __version__
+
+    p = argparse.ArgumentParser(prog="seqattn", description="Recurrent seq2seq with Luong attention.")
+    p.add_argument("--version", action="version", version=f"seqattn {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model from a YAML config")
+    t.add_argument("config")
+    t.add_argument("--model-dir", help="override the config's model_dir")
+    t.add_argument("--resume", action="store_true", help="continue from the model directory's last.pt")
+    t.add_argument("--overwrite", action="store_true", help="replace a trained model in the model directory")
+    t.set_defaults(func=cmd_train)
+
+    tr = sub.add_parser("translate", help="translate stdin or --input with a trained model")
+    tr.add_argument("model_dir")
+    tr.add_argument("--input", "-i", help="input file (.txt or .gz); default stdin")
+    tr.add_argument("--attention", metavar="FILE.json", help="write tokens and attention matrices as JSON")
+    tr.add_argument("--batch-size", type=int, default=64)
+    tr.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    tr.set_defaults(func=cmd_translate)
+
+    e = sub.add_parser("evaluate", help="BLEU, chrF and exact match of a model on a test set")
+    e.add_argument("model_dir")
+    e.add_argument("--src", required=True)
+    e.add_argument("--ref", required=True)
+    e.add_argument("--output", "-o", help="also write the translations here")
+    e.add_argument("--json", action="store_true", help="print the metrics as one JSON line")
+    e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    e.set_defaults(func=cmd_evaluate)
+
+    d = sub.add_parser("demo", help="train and show a built-in task (no download)")
+    d.add_argument("--task", default="dates", choices=["dates", "qa"])
+    d.add_argument("--out", default="demo_out", help="output directory (model, heatmap)")
+    d.add_argument("--seconds", type=float, default=150, help="training budget in seconds")
+    d.add_argument("--seed", type=int, default=1234)
+    d.add_argument("--json", action="store_true", help="print the metrics as one JSON line last")
+    d.set_defaults(func=cmd_demo)
+
+    da = sub.add_parser("data", help="download standard data sets")
+    dsub = da.add_subparsers(dest="dataset", required=True)
+    m = dsub.add_parser("multi30k", help="Multi30k task 1 raw files (de, en, fr, cs)")
+    m.add_argument("--dir", required=True, help="where to put the files")
+    m.add_argument("--url", default=None, help="base URL (default: the public Multi30k repository)")
+    m.set_defaults(func=cmd_data)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; return the exit code (user errors: one line on stderr, code 2)."""
+    from .errors import SeqattnError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SeqattnError as e:
+        print(f"seqattn: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("seqattn: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

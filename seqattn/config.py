@@ -1,0 +1,192 @@
+"""Typed configuration: dataclasses, YAML loading, validation with one-line errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from .errors import SeqattnError
+
+
+@dataclass
+class DataConfig:
+    """Where the parallel text is and how it becomes token ids."""
+
+    train_src: Optional[str] = None   # two files (.txt or .gz, one sentence a line) ...
+    train_tgt: Optional[str] = None
+    train_tsv: Optional[str] = None   # ... or one TSV file: source<TAB>target
+    valid_src: Optional[str] = None
+    valid_tgt: Optional[str] = None
+    valid_tsv: Optional[str] = None
+    src_lang: str = "src"
+    tgt_lang: str = "tgt"
+    vocab_size: int = 8000            # SentencePiece pieces (a soft limit on small data)
+    joint_vocab: bool = True          # one SentencePiece model for both sides
+    max_len: int = 100                # training pairs longer than this (pieces) are dropped
+
+
+@dataclass
+class ModelConfig:
+    """The seed's encoder-decoder; defaults are the seed's model."""
+
+    rnn: Literal["lstm", "gru"] = "lstm"
+    emb_size: int = 256
+    enc_hidden_size: int = 256        # per direction
+    bidirectional: bool = True
+    dec_hidden_size: int = 512
+    layers: int = 1
+    attention: Literal["dot", "general", "concat", "none"] = "dot"
+    dropout: float = 0.3
+    input_feeding: bool = False
+    tie_embeddings: bool = False
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, validation, stopping."""
+
+    seed: int = 1234
+    batch_tokens: int = 3000          # target tokens per batch (padding included)
+    lr: float = 0.001
+    schedule: Literal["constant", "plateau", "warmup_decay"] = "plateau"
+    warmup_steps: int = 0             # warmup_decay: linear warm-up, then cosine decay to lr_min
+    lr_min: float = 1.0e-5
+    plateau_factor: float = 0.5       # plateau: lr *= factor after plateau_patience bad validations
+    plateau_patience: int = 1
+    clip_norm: float = 1.0
+    label_smoothing: float = 0.1
+    max_steps: int = 0                # 0: no limit
+    max_epochs: int = 0               # 0: no limit
+    max_minutes: float = 0.0          # 0: no limit; wall-clock budget including validation
+    valid_every: int = 500
+    valid_metric: Literal["bleu", "chrf", "exact", "loss", "ppl"] = "bleu"
+    early_stopping: int = 0           # stop after this many validations without improvement; 0: off
+    max_output_ratio: float = 1.5     # decoding limit: ratio * source length + 10 pieces
+    log_every: int = 50
+    tensorboard: bool = True
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+@dataclass
+class Config:
+    """The whole configuration of a run."""
+
+    model_dir: str = "model"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self, where: str = "config") -> "Config":
+        """Return self after cross-field checks; raise SeqattnError naming the key."""
+        d, m, t = self.data, self.model, self.train
+        for side in ("train", "valid"):
+            pair = getattr(d, f"{side}_src"), getattr(d, f"{side}_tgt")
+            tsv = getattr(d, f"{side}_tsv")
+            if tsv and any(pair):
+                raise SeqattnError(f"{where}: give either data.{side}_tsv or data.{side}_src/{side}_tgt, not both")
+            if not tsv and not all(pair) and (side == "train" or any(pair)):
+                raise SeqattnError(f"{where}: data.{side}_src and data.{side}_tgt (or data.{side}_tsv) are required")
+        positive = {"data.vocab_size": d.vocab_size, "data.max_len": d.max_len, "model.emb_size": m.emb_size,
+                    "model.enc_hidden_size": m.enc_hidden_size, "model.dec_hidden_size": m.dec_hidden_size,
+                    "model.layers": m.layers, "train.batch_tokens": t.batch_tokens, "train.lr": t.lr,
+                    "train.valid_every": t.valid_every, "train.log_every": t.log_every,
+                    "train.max_output_ratio": t.max_output_ratio}
+        for key, value in positive.items():
+            if value <= 0:
+                raise SeqattnError(f"{where}: {key} must be > 0, got {value}")
+        for key, value in {"model.dropout": m.dropout, "train.label_smoothing": t.label_smoothing}.items():
+            if not 0 <= value < 1:
+                raise SeqattnError(f"{where}: {key} must be in [0, 1), got {value}")
+        enc_out = m.enc_hidden_size * (2 if m.bidirectional else 1)
+        if m.attention == "dot" and enc_out != m.dec_hidden_size:
+            raise SeqattnError(
+                f"{where}: model.attention 'dot' needs encoder output size ({enc_out}) == model.dec_hidden_size "
+                f"({m.dec_hidden_size}); change the sizes or use 'general'")
+        if m.tie_embeddings and m.emb_size != m.dec_hidden_size:
+            raise SeqattnError(f"{where}: model.tie_embeddings needs model.emb_size == model.dec_hidden_size")
+        if m.input_feeding and m.attention == "none":
+            raise SeqattnError(f"{where}: model.input_feeding needs an attention (model.attention is 'none')")
+        if t.schedule == "warmup_decay" and t.max_steps <= 0:
+            raise SeqattnError(f"{where}: train.schedule 'warmup_decay' needs train.max_steps > 0")
+        return self
+
+
+def _check_type(value: Any, hint: Any, key: str, where: str) -> Any:
+    """Return value converted to hint (int -> float only); raise SeqattnError naming key."""
+    origin = typing.get_origin(hint)
+    if origin is typing.Union:  # Optional[X]
+        if value is None:
+            return None
+        (hint,) = [a for a in typing.get_args(hint) if a is not type(None)]
+        origin = typing.get_origin(hint)
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            raise SeqattnError(f"{where}: {key} must be one of {', '.join(map(str, choices))}; got {value!r}")
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, bool) or not isinstance(value, hint):
+        raise SeqattnError(f"{where}: {key} must be {hint.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _build(cls: type, raw: Any, prefix: str, where: str) -> Any:
+    """Return a cls instance from a dict, rejecting unknown keys with a suggestion."""
+    if not isinstance(raw, dict):
+        raise SeqattnError(f"{where}: {prefix or 'the top level'} must be a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in raw.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else f" (valid: {', '.join(names)})"
+            raise SeqattnError(f"{where}: unknown key '{full}'{hint}")
+        if dataclasses.is_dataclass(hints[key]):
+            kwargs[key] = _build(hints[key], value, f"{full}.", where)
+        else:
+            kwargs[key] = _check_type(value, hints[key], full, where)
+    return cls(**kwargs)
+
+
+def config_from_dict(raw: dict, where: str = "config") -> Config:
+    """Return a validated Config from a plain dict (as read from YAML)."""
+    return _build(Config, raw if raw is not None else {}, "", where).validate(where)
+
+
+def load_config(path: str | Path) -> Config:
+    """Return the validated Config of a YAML file."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SeqattnError(f"{path}: config file not found") from None
+    except UnicodeDecodeError as e:
+        raise SeqattnError(f"{path}: invalid UTF-8 ({e.reason})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise SeqattnError(f"{path}{line}: invalid YAML ({getattr(e, 'problem', None) or e})") from None
+    return config_from_dict(raw, str(path))
+
+
+def config_to_dict(cfg: Config) -> dict:
+    """Return cfg as a plain dict (for YAML and checkpoints)."""
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    """Write cfg as YAML."""
+    import yaml
+
+    path.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), encoding="utf-8")

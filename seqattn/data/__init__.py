@@ -1,0 +1,1 @@
+"""Text in, token-id batches out: corpus reading, SentencePiece, batching, data sets."""

@@ -1,0 +1,5 @@
+"""The seed's model: encoder, Luong attention, decoder, and the seq2seq that joins them."""
+
+from .seq2seq import Seq2Seq
+
+__all__ = ["Seq2Seq"]

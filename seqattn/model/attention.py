@@ -1,0 +1,49 @@
+"""Luong attention: score every encoder state against the decoder state, softmax, weighted sum."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Attention(nn.Module):
+    """score(s_t, h_i) for all i, alpha = softmax over real positions, a_t = sum_i alpha_i h_i.
+
+    Stateless: the caller computes `keys(memory)` once per source batch and passes it to every
+    call, so the same module serves batched training, greedy steps and beam search.
+    """
+
+    def __init__(self, score: str, query_size: int, key_size: int):
+        super().__init__()
+        self.score = score
+        if score == "general":    # s^T W_a h
+            self.w_a = nn.Linear(key_size, query_size, bias=False)
+        elif score == "concat":   # v_a^T tanh(W_a [s; h]) = v_a^T tanh(W_q s + W_k h)
+            self.w_q = nn.Linear(query_size, query_size, bias=True)
+            self.w_k = nn.Linear(key_size, query_size, bias=False)
+            self.v_a = nn.Linear(query_size, 1, bias=False)
+        elif score != "dot":      # dot: s^T h, needs query_size == key_size
+            raise ValueError(f"unknown attention score {score!r}")
+
+    def keys(self, memory: torch.Tensor) -> torch.Tensor:
+        """Return the keys to score against: batch x src_len x (query_size) from memory batch x src_len x key_size."""
+        if self.score == "general":
+            return self.w_a(memory)
+        if self.score == "concat":
+            return self.w_k(memory)
+        return memory
+
+    def forward(self, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (context a: batch x T x value_size, weights alpha: batch x T x src_len).
+
+        query: batch x T x query_size (decoder states s_t), keys: from `keys()`, values:
+        batch x src_len x value_size (encoder states h_i), mask: batch x src_len, True at real tokens.
+        """
+        if self.score == "concat":
+            e = self.v_a(torch.tanh(self.w_q(query).unsqueeze(2) + keys.unsqueeze(1))).squeeze(-1)
+        else:
+            e = torch.bmm(query, keys.transpose(1, 2))                # e_t,i = s_t . h_i
+        e = e.masked_fill(~mask.unsqueeze(1), float("-inf"))          # padded -> weight exactly 0
+        alpha = torch.softmax(e.float(), dim=-1).to(values.dtype)     # rows sum to 1
+        return torch.bmm(alpha, values), alpha                       # a_t = sum_i alpha_t,i h_i

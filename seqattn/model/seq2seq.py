@@ -1,0 +1,61 @@
+"""The encoder-decoder: encode, bridge the context vector into the decoder, decode."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from ..data.tokenizer import PAD
+from .decoder import Decoder
+from .encoder import Encoder
+
+
+@dataclass
+class Encoded:
+    """What decoding needs from the source, computed once per batch."""
+
+    memory: torch.Tensor          # batch x src_len x enc_out (keys = values = h_i)
+    keys: torch.Tensor | None     # batch x src_len x * (projected for general/concat)
+    mask: torch.Tensor            # batch x src_len, True at real tokens
+    state: object                 # decoder initial state: h (and c) layers x batch x dec_hidden
+
+    def select(self, index: torch.Tensor) -> "Encoded":
+        """Return the rows `index` (batch', for beam search and dropping finished sentences)."""
+        pick = lambda s: s.index_select(1, index)  # noqa: E731
+        state = tuple(pick(s) for s in self.state) if isinstance(self.state, tuple) else pick(self.state)
+        keys = None if self.keys is None else self.keys.index_select(0, index)
+        return Encoded(self.memory.index_select(0, index), keys, self.mask.index_select(0, index), state)
+
+
+class Seq2Seq(nn.Module):
+    """The seed's model: RNN encoder, context vector, RNN decoder with Luong attention."""
+
+    def __init__(self, cfg: ModelConfig, src_vocab: int, tgt_vocab: int):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(src_vocab, cfg.emb_size, cfg.enc_hidden_size, cfg.layers, cfg.bidirectional,
+                               cfg.rnn, cfg.dropout)
+        self.decoder = Decoder(tgt_vocab, cfg.emb_size, cfg.dec_hidden_size, cfg.layers, cfg.rnn, cfg.attention,
+                               self.encoder.out_size, cfg.dropout, cfg.input_feeding, cfg.tie_embeddings)
+        n_states = 2 if cfg.rnn == "lstm" else 1
+        # The context vector starts the decoder as it is when sizes agree (the seed), else via linear + tanh.
+        self.bridge = None if self.encoder.out_size == cfg.dec_hidden_size else nn.ModuleList(
+            nn.Linear(self.encoder.out_size, cfg.dec_hidden_size) for _ in range(n_states))
+
+    def encode(self, src: torch.Tensor, src_len: torch.Tensor) -> Encoded:
+        """Return the Encoded source of src batch x src_len (lengths src_len, on CPU)."""
+        memory, final = self.encoder(src, src_len)
+        states = final if isinstance(final, tuple) else (final,)
+        if self.bridge is not None:
+            states = tuple(torch.tanh(lin(s)) for lin, s in zip(self.bridge, states))
+        state = states if len(states) == 2 else states[0]
+        state = tuple(s.contiguous() for s in state) if isinstance(state, tuple) else state.contiguous()
+        return Encoded(memory, self.decoder.keys(memory), src != PAD, state)
+
+    def forward(self, src: torch.Tensor, src_len: torch.Tensor, tgt_in: torch.Tensor):
+        """Return (logits batch x tgt_len x tgt_vocab, attention batch x tgt_len x src_len or None)."""
+        enc = self.encode(src, src_len)
+        return self.decoder(tgt_in, enc.memory, enc.mask, enc.state, enc.keys)

@@ -1,0 +1,331 @@
+"""Training loop: teacher forcing, validation (loss, BLEU, chrF), checkpoints, exact resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import Config, config_to_dict, load_config, save_config
+from .data.batching import Batch, collate, token_batches
+from .data.corpus import read_split
+from .data.tokenizer import PAD, Tokenizers
+from .device import autocast, pick_device
+from .errors import SeqattnError
+from .evaluate import score
+from .translator import Translator, build_model
+
+Callback = Callable[[str, dict], None]
+HIGHER_IS_BETTER = {"bleu": True, "chrf": True, "exact": True, "loss": False, "ppl": False}
+RUN_FILES = ("last.pt", "best.pt", "train_log.jsonl", "tensorboard")
+
+
+@dataclass
+class Progress:
+    """Where training stands; saved in last.pt so --resume continues exactly."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    elapsed: float = 0.0              # seconds of training (validation included) over all runs
+    best: float | None = None         # best validation metric so far
+    best_step: int = 0
+    bad: int = 0                      # validations since the best one
+    history: list = field(default_factory=list)
+
+
+@dataclass
+class Prepared:
+    """Tokenized training and validation data."""
+
+    tok: Tokenizers
+    train: list[Batch]
+    valid: list[Batch]
+    valid_src: list[str]
+    valid_ref: list[str]
+    n_train: int
+    dropped: int
+
+
+def prepare_data(cfg: Config, tok: Tokenizers | None) -> Prepared:
+    """Return the data of cfg tokenized (training the tokenizers when tok is None), pre-batched."""
+    d, t = cfg.data, cfg.train
+    src, tgt = read_split(d.train_src, d.train_tgt, d.train_tsv)
+    if tok is None:
+        tok = Tokenizers.train(src, tgt, d.vocab_size, d.joint_vocab)
+    s_ids, t_ids = tok.src.encode(src), tok.tgt.encode(tgt)
+    keep = [i for i in range(len(s_ids)) if 0 < len(t_ids[i]) < d.max_len and len(s_ids[i]) < d.max_len]
+    s_ids, t_ids = [s_ids[i] for i in keep], [t_ids[i] for i in keep]
+    if not keep:
+        raise SeqattnError(f"no training pair is within data.max_len={d.max_len} pieces (and non-empty)")
+    train = [collate([s_ids[i] for i in b], [t_ids[i] for i in b])
+             for b in token_batches([len(s) for s in s_ids], [len(x) for x in t_ids], t.batch_tokens)]
+    valid, v_src, v_ref = [], [], []
+    if d.valid_tsv or d.valid_src:
+        v_src, v_ref = read_split(d.valid_src, d.valid_tgt, d.valid_tsv)
+        vs, vt = tok.src.encode(v_src), tok.tgt.encode(v_ref)
+        valid = [collate([vs[i] for i in b], [vt[i] for i in b])
+                 for b in token_batches([len(s) for s in vs], [len(x) for x in vt], t.batch_tokens)]
+    return Prepared(tok, train, valid, v_src, v_ref, len(keep), len(src) - len(keep))
+
+
+def lr_factor(cfg: Config, step: int) -> float:
+    """Return the learning-rate multiplier at step for the constant / warmup_decay schedules."""
+    t = cfg.train
+    if t.schedule != "warmup_decay":
+        return 1.0
+    if step < t.warmup_steps:
+        return (step + 1) / t.warmup_steps
+    frac = min(1.0, (step - t.warmup_steps) / max(1, t.max_steps - t.warmup_steps))
+    floor = t.lr_min / t.lr
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * frac))
+
+
+def _check_resumable(cfg: Config, saved: Config, model_dir: Path) -> None:
+    """Raise SeqattnError if cfg changes what the saved model in model_dir depends on."""
+    new, old = config_to_dict(cfg), config_to_dict(saved)
+    for section in ("model", "data"):
+        for key, value in new[section].items():
+            if section == "data" and key.startswith("valid"):
+                continue
+            if old[section][key] != value:
+                raise SeqattnError(f"{model_dir}: cannot resume: {section}.{key} is {value!r} in the config but "
+                                   f"{old[section][key]!r} in the saved model")
+
+
+class Trainer:
+    """Trains cfg's model into cfg.model_dir; `run()` returns the final metrics."""
+
+    def __init__(self, cfg: Config, resume: bool = False, overwrite: bool = False, callback: Callback | None = None):
+        self.cfg, self.callback = cfg, callback or (lambda kind, info: None)
+        self.dir = Path(cfg.model_dir)
+        has_run = (self.dir / "last.pt").exists()
+        if resume and not has_run:
+            raise SeqattnError(f"{self.dir}: nothing to resume (no last.pt)")
+        if has_run and not resume and not overwrite:
+            raise SeqattnError(f"{self.dir}: already holds a trained model; use --resume to continue it "
+                               f"or --overwrite to replace it")
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            if overwrite and not resume:
+                for name in RUN_FILES:
+                    p = self.dir / name
+                    shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+        except OSError as e:
+            raise SeqattnError(f"{self.dir}: cannot create the model directory ({e.strerror})") from None
+        self.device = pick_device(cfg.train.device)
+        torch.manual_seed(cfg.train.seed)
+        if resume:
+            _check_resumable(cfg, load_config(self.dir / "config.yaml"), self.dir)
+            self.data = prepare_data(cfg, Tokenizers.load(self.dir))
+        else:
+            self.data = prepare_data(cfg, None)
+            try:
+                self.data.tok.save(self.dir)
+            except OSError as e:
+                raise SeqattnError(f"{self.dir}: cannot write the tokenizer ({e.strerror})") from None
+        try:
+            save_config(cfg, self.dir / "config.yaml")
+        except OSError as e:
+            raise SeqattnError(f"{self.dir}: cannot write config.yaml ({e.strerror})") from None
+        self.model = build_model(cfg, self.data.tok).to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.train.lr)
+        if cfg.train.schedule == "plateau":
+            mode = "max" if HIGHER_IS_BETTER[cfg.train.valid_metric] else "min"
+            self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.optimizer, mode=mode, factor=cfg.train.plateau_factor, patience=cfg.train.plateau_patience,
+                min_lr=cfg.train.lr_min)
+        else:
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(cfg, s))
+        self.progress = Progress()
+        if resume:
+            self._load_state(load_checkpoint(self.dir / "last.pt"))
+        self.translator = Translator(self.model, self.data.tok, cfg, self.device)
+        self._tb = None
+
+    # -- state ---------------------------------------------------------------------------------
+    def _state(self) -> dict:
+        p = self.progress
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "rng": torch.get_rng_state(),
+                 "progress": {k: getattr(p, k) for k in p.__dataclass_fields__}}
+        if self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state()
+        return state
+
+    def _load_state(self, state: dict) -> None:
+        path = self.dir / "last.pt"
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["rng"])
+            if "cuda_rng" in state and self.device.type == "cuda":
+                torch.cuda.set_rng_state(state["cuda_rng"])
+            self.progress = Progress(**state["progress"])
+        except (KeyError, RuntimeError, TypeError, ValueError) as e:
+            raise SeqattnError(f"{path}: cannot resume from this checkpoint ({type(e).__name__}: "
+                               f"{str(e).splitlines()[0] if str(e) else ''})") from None
+
+    def _save(self, best: bool) -> None:
+        save_checkpoint(self._state(), self.dir / "last.pt")
+        if best:
+            p = self.progress
+            save_checkpoint({"model": self.model.state_dict(), "step": p.step,
+                             "metrics": p.history[-1] if p.history else {}}, self.dir / "best.pt")
+
+    # -- logging -------------------------------------------------------------------------------
+    def _log(self, kind: str, info: dict) -> None:
+        record = {"kind": kind, **info}
+        try:
+            with open(self.dir / "train_log.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as e:
+            raise SeqattnError(f"{self.dir / 'train_log.jsonl'}: cannot write ({e.strerror})") from None
+        if self._tb is not None:
+            for key, value in info.items():
+                if isinstance(value, (int, float)) and key not in ("step", "epoch"):
+                    self._tb.add_scalar(f"{kind}/{key}", value, info["step"])
+        self.callback(kind, info)
+
+    def _open_tensorboard(self) -> None:
+        if not self.cfg.train.tensorboard:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            self.callback("info", {"message": "tensorboard is not installed; no TensorBoard logs"})
+            return
+        self._tb = SummaryWriter(str(self.dir / "tensorboard"))
+
+    # -- the loop ------------------------------------------------------------------------------
+    def loss(self, batch: Batch, label_smoothing: float) -> torch.Tensor:
+        """Return the summed cross-entropy of a batch under teacher forcing (a scalar)."""
+        with autocast(self.device):
+            logits, _ = self.model(batch.src, batch.src_len, batch.tgt_in)
+        return F.cross_entropy(logits.flatten(0, 1).float(), batch.tgt_out.flatten(), ignore_index=PAD,
+                               label_smoothing=label_smoothing, reduction="sum")
+
+    @torch.no_grad()
+    def validate(self) -> dict:
+        """Return validation loss, perplexity, greedy BLEU and chrF, and append them to the history."""
+        self.model.eval()
+        total, tokens = 0.0, 0
+        for batch in self.data.valid:
+            total += float(self.loss(batch.to(self.device), 0.0))
+            tokens += batch.n_tokens
+        hyps = [t.text for t in self.translator.translate(self.data.valid_src)]
+        self.model.train()
+        metrics = score(hyps, self.data.valid_ref)
+        loss = total / max(tokens, 1)
+        result = {"step": self.progress.step, "loss": loss, "ppl": math.exp(min(loss, 50)),
+                  "bleu": metrics["bleu"], "chrf": metrics["chrf"], "exact": metrics["exact"],
+                  "lr": self.optimizer.param_groups[0]["lr"], "minutes": self.progress.elapsed / 60}
+        self.progress.history.append(result)
+        return result
+
+    def _after_validation(self, result: dict) -> bool:
+        """Update best / early stopping / plateau from result; return whether it is the best so far."""
+        t, p = self.cfg.train, self.progress
+        value = result[t.valid_metric]
+        higher = HIGHER_IS_BETTER[t.valid_metric]
+        improved = p.best is None or (value > p.best if higher else value < p.best)
+        if improved:
+            p.best, p.best_step, p.bad = value, p.step, 0
+        else:
+            p.bad += 1
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.scheduler.step(value)
+        return improved
+
+    def _should_stop(self) -> str | None:
+        t, p = self.cfg.train, self.progress
+        if t.max_steps and p.step >= t.max_steps:
+            return "max_steps"
+        if t.max_epochs and p.epoch >= t.max_epochs:
+            return "max_epochs"
+        if t.max_minutes and p.elapsed >= 60 * t.max_minutes:
+            return "max_minutes"
+        if t.early_stopping and p.bad >= t.early_stopping:
+            return "early_stopping"
+        return None
+
+    def _validate_and_save(self) -> None:
+        if self.data.valid:
+            result = self.validate()
+            best = self._after_validation(result)
+            self._log("valid", {**result, "best": best})
+        else:
+            best = True  # without validation data the newest weights are the best we know
+        self._save(best)
+
+    def run(self) -> dict:
+        """Train until a stopping condition; return the final progress summary."""
+        t, p = self.cfg.train, self.progress
+        n_params = sum(x.numel() for x in self.model.parameters())
+        self._open_tensorboard()
+        self.callback("start", {"step": p.step, "max_steps": t.max_steps, "train_pairs": self.data.n_train,
+                                "dropped": self.data.dropped, "batches": len(self.data.train),
+                                "params": n_params, "device": str(self.device)})
+        if self.data.dropped:
+            self._log("info", {"step": p.step, "message": f"dropped {self.data.dropped} training pairs longer "
+                                                          f"than data.max_len={self.cfg.data.max_len} or empty"})
+        self.model.train()
+        validated_at = p.step
+        win_tokens, win_loss, win_start = 0, 0.0, time.perf_counter()
+        reason = self._should_stop()
+        while reason is None:
+            g = torch.Generator().manual_seed(t.seed * 1_000_003 + p.epoch)
+            order = torch.randperm(len(self.data.train), generator=g).tolist()
+            for index in order[p.batch_in_epoch :]:
+                tick = time.perf_counter()
+                batch = self.data.train[index].to(self.device)
+                loss = self.loss(batch, t.label_smoothing)
+                self.optimizer.zero_grad(set_to_none=True)
+                (loss / batch.n_tokens).backward()
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_norm)
+                self.optimizer.step()
+                if not isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    self.scheduler.step()
+                p.step += 1
+                p.batch_in_epoch += 1
+                loss_value = loss.item() / batch.n_tokens
+                win_tokens += batch.n_tokens
+                win_loss += loss_value * batch.n_tokens
+                p.elapsed += time.perf_counter() - tick
+                self.callback("step", {"step": p.step, "loss": loss_value, "epoch": p.epoch})
+                if p.step % t.log_every == 0:
+                    now = time.perf_counter()
+                    self._log("train", {"step": p.step, "epoch": p.epoch, "loss": win_loss / max(win_tokens, 1),
+                                        "tokens_per_s": win_tokens / max(now - win_start, 1e-9),
+                                        "lr": self.optimizer.param_groups[0]["lr"], "minutes": p.elapsed / 60})
+                    win_tokens, win_loss, win_start = 0, 0.0, now
+                if p.step % t.valid_every == 0:
+                    tick = time.perf_counter()
+                    self._validate_and_save()
+                    p.elapsed += time.perf_counter() - tick
+                    validated_at = p.step
+                    win_start += time.perf_counter() - tick
+                reason = self._should_stop()
+                if reason:
+                    break
+            else:
+                p.epoch += 1
+                p.batch_in_epoch = 0
+                reason = self._should_stop()
+        if validated_at != p.step:
+            self._validate_and_save()
+        self._log("end", {"step": p.step, "reason": reason, "best": p.best, "best_step": p.best_step,
+                          "minutes": p.elapsed / 60})
+        if self._tb is not None:
+            self._tb.close()
+        return {"step": p.step, "reason": reason, "best": p.best, "best_step": p.best_step,
+                "metric": t.valid_metric, "history": p.history}
