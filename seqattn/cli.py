@@ -118,7 +118,8 @@ def cmd_demo(args) -> int:
 
     callback, close = _progress_callback(None, f"demo {args.task}")
     try:
-        result = run_demo(args.task, args.out, seconds=args.seconds, seed=args.seed, callback=callback)
+        result = run_demo(args.task, args.out, seconds=args.seconds, seed=args.seed, callback=callback,
+                          steps=args.steps)
     finally:
         close()
     print(f"task {args.task}: held-out exact match {result['exact']:.2f}% on {result['n_test']} inputs "
@@ -178,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--task", default="dates", choices=["dates", "qa"])
     d.add_argument("--out", default="demo_out", help="output directory (model, heatmap)")
     d.add_argument("--seconds", type=float, default=150, help="training budget in seconds")
+    d.add_argument("--steps", type=int, default=0, help="also stop after this many steps (0: no limit)")
     d.add_argument("--seed", type=int, default=1234)
     d.add_argument("--json", action="store_true", help="print the metrics as one JSON line last")
     d.set_defaults(func=cmd_demo)

@@ -7,7 +7,7 @@ import difflib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from .errors import SeqattnError
 
@@ -16,12 +16,12 @@ from .errors import SeqattnError
 class DataConfig:
     """Where the parallel text is and how it becomes token ids."""
 
-    train_src: Optional[str] = None   # two files (.txt or .gz, one sentence a line) ...
-    train_tgt: Optional[str] = None
-    train_tsv: Optional[str] = None   # ... or one TSV file: source<TAB>target
-    valid_src: Optional[str] = None
-    valid_tgt: Optional[str] = None
-    valid_tsv: Optional[str] = None
+    train_src: str | None = None   # two files (.txt or .gz, one sentence a line) ...
+    train_tgt: str | None = None
+    train_tsv: str | None = None   # ... or one TSV file: source<TAB>target
+    valid_src: str | None = None
+    valid_tgt: str | None = None
+    valid_tsv: str | None = None
     src_lang: str = "src"
     tgt_lang: str = "tgt"
     vocab_size: int = 8000            # SentencePiece pieces (a soft limit on small data)
@@ -80,7 +80,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
-    def validate(self, where: str = "config") -> "Config":
+    def validate(self, where: str = "config") -> Config:
         """Return self after cross-field checks; raise SeqattnError naming the key."""
         d, m, t = self.data, self.model, self.train
         for side in ("train", "valid"):
@@ -138,7 +138,8 @@ def _check_type(value: Any, hint: Any, key: str, where: str) -> Any:
 def _build(cls: type, raw: Any, prefix: str, where: str) -> Any:
     """Return a cls instance from a dict, rejecting unknown keys with a suggestion."""
     if not isinstance(raw, dict):
-        raise SeqattnError(f"{where}: {prefix or 'the top level'} must be a mapping, got {type(raw).__name__}")
+        raise SeqattnError(f"{where}: {prefix.rstrip('.') or 'the top level'} must be a mapping, "
+                           f"got {type(raw).__name__}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}

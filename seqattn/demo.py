@@ -11,7 +11,7 @@ from .train import Callback, Trainer
 from .translator import Translator
 
 
-def demo_config(task: str, out: Path, seconds: float, seed: int) -> Config:
+def demo_config(task: str, out: Path, seconds: float, seed: int, steps: int = 0) -> Config:
     """Return the demo's config: a small model that learns the task in minutes on a CPU."""
     return Config(
         model_dir=str(out / "model"),
@@ -20,20 +20,21 @@ def demo_config(task: str, out: Path, seconds: float, seed: int) -> Config:
         model=ModelConfig(rnn="lstm", emb_size=64, enc_hidden_size=96, bidirectional=True, dec_hidden_size=192,
                           attention="dot", dropout=0.1),
         train=TrainConfig(seed=seed, batch_tokens=1500, lr=0.003, schedule="plateau", plateau_patience=1,
-                          label_smoothing=0.0, max_minutes=seconds / 60, valid_every=150, valid_metric="exact",
-                          early_stopping=3, log_every=25, tensorboard=False),
+                          label_smoothing=0.0, max_minutes=seconds / 60, max_steps=steps, valid_every=150,
+                          valid_metric="exact", early_stopping=3, log_every=25, tensorboard=False),
     ).validate("demo")
 
 
 def run_demo(task: str, out: str | Path, seconds: float = 150, seed: int = 1234,
-             callback: Callback | None = None, n_train: int = 20000) -> dict:
-    """Train on a built-in task; return held-out exact match, examples and the heatmap path."""
+             callback: Callback | None = None, n_train: int = 20000, steps: int = 0) -> dict:
+    """Train on a built-in task (within seconds, and steps if > 0); return held-out exact match,
+    examples and the heatmap path."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     splits = make_splits(task, seed, n_train=n_train, n_valid=300, n_test=1000)
     for name in ("train", "valid"):
         (out / f"{name}.tsv").write_text("".join(f"{s}\t{t}\n" for s, t in splits[name]), encoding="utf-8")
-    cfg = demo_config(task, out, seconds, seed)
+    cfg = demo_config(task, out, seconds, seed, steps)
     result = Trainer(cfg, overwrite=True, callback=callback).run()
     translator = Translator.load(cfg.model_dir)
     test = splits["test"]

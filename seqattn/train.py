@@ -6,9 +6,9 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -92,13 +92,13 @@ def lr_factor(cfg: Config, step: int) -> float:
 def _check_resumable(cfg: Config, saved: Config, model_dir: Path) -> None:
     """Raise SeqattnError if cfg changes what the saved model in model_dir depends on."""
     new, old = config_to_dict(cfg), config_to_dict(saved)
-    for section in ("model", "data"):
-        for key, value in new[section].items():
-            if section == "data" and key.startswith("valid"):
-                continue
-            if old[section][key] != value:
-                raise SeqattnError(f"{model_dir}: cannot resume: {section}.{key} is {value!r} in the config but "
-                                   f"{old[section][key]!r} in the saved model")
+    # The weights depend on the model and the tokenizers; data may move and training options may change.
+    keys = [("model", k) for k in new["model"]] + [("data", "vocab_size"), ("data", "joint_vocab")]
+    for section, key in keys:
+        value = new[section][key]
+        if old[section][key] != value:
+            raise SeqattnError(f"{model_dir}: cannot resume: {section}.{key} is {value!r} in the config but "
+                               f"{old[section][key]!r} in the saved model")
 
 
 class Trainer:

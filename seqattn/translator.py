@@ -45,7 +45,7 @@ class Translator:
         self.model, self.tok, self.cfg, self.device = model, tokenizers, cfg, device
 
     @classmethod
-    def load(cls, model_dir: str | Path, device: str = "auto", checkpoint: str | None = None) -> "Translator":
+    def load(cls, model_dir: str | Path, device: str = "auto", checkpoint: str | None = None) -> Translator:
         """Return the Translator of a model directory (its best checkpoint, else its last)."""
         model_dir = Path(model_dir)
         if not model_dir.is_dir():

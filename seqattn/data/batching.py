@@ -19,7 +19,7 @@ class Batch:
     tgt_out: torch.Tensor   # batch x tgt_len: y_1 .. y_M <eos>
     n_tokens: int           # target tokens, <eos> included, padding excluded
 
-    def to(self, device: torch.device) -> "Batch":
+    def to(self, device: torch.device) -> Batch:
         """Return the batch on device (src_len stays on the CPU for packing)."""
         return Batch(self.src.to(device, non_blocking=True), self.src_len, self.tgt_in.to(device, non_blocking=True),
                      self.tgt_out.to(device, non_blocking=True), self.n_tokens)

@@ -26,7 +26,7 @@ class Tokenizer:
         self.proto = model_proto
 
     @classmethod
-    def train(cls, lines: list[str], vocab_size: int) -> "Tokenizer":
+    def train(cls, lines: list[str], vocab_size: int) -> Tokenizer:
         """Return a tokenizer trained on lines (vocab_size is a soft limit on small data)."""
         import sentencepiece as spm
 
@@ -43,7 +43,7 @@ class Tokenizer:
         return cls(buf.getvalue())
 
     @classmethod
-    def load(cls, path: Path) -> "Tokenizer":
+    def load(cls, path: Path) -> Tokenizer:
         """Return the tokenizer saved at path."""
         try:
             return cls(Path(path).read_bytes(), path)
@@ -80,7 +80,7 @@ class Tokenizers:
     tgt: Tokenizer
 
     @classmethod
-    def train(cls, src_lines: list[str], tgt_lines: list[str], vocab_size: int, joint: bool) -> "Tokenizers":
+    def train(cls, src_lines: list[str], tgt_lines: list[str], vocab_size: int, joint: bool) -> Tokenizers:
         """Return tokenizers trained on the training text."""
         if joint:
             tok = Tokenizer.train(src_lines + tgt_lines, vocab_size)
@@ -100,7 +100,7 @@ class Tokenizers:
             self.tgt.save(model_dir / "tgt.model")
 
     @classmethod
-    def load(cls, model_dir: Path) -> "Tokenizers":
+    def load(cls, model_dir: Path) -> Tokenizers:
         """Return the tokenizers saved in model_dir."""
         if (model_dir / "spm.model").exists():
             tok = Tokenizer.load(model_dir / "spm.model")

@@ -22,9 +22,9 @@ class Encoded:
     mask: torch.Tensor            # batch x src_len, True at real tokens
     state: object                 # decoder initial state: h (and c) layers x batch x dec_hidden
 
-    def select(self, index: torch.Tensor) -> "Encoded":
+    def select(self, index: torch.Tensor) -> Encoded:
         """Return the rows `index` (batch', for beam search and dropping finished sentences)."""
-        pick = lambda s: s.index_select(1, index)  # noqa: E731
+        pick = lambda s: s.index_select(1, index)
         state = tuple(pick(s) for s in self.state) if isinstance(self.state, tuple) else pick(self.state)
         keys = None if self.keys is None else self.keys.index_select(0, index)
         return Encoded(self.memory.index_select(0, index), keys, self.mask.index_select(0, index), state)

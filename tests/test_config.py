@@ -1,0 +1,62 @@
+"""Config loading: unknown keys with suggestions, types, cross-field checks."""
+
+import pytest
+
+from seqattn.config import config_from_dict, load_config
+from seqattn.errors import SeqattnError
+
+BASE = {"data": {"train_tsv": "x.tsv"}}
+
+
+def cfg(**sections):
+    raw = {"data": dict(BASE["data"])}
+    for key, value in sections.items():
+        raw.setdefault(key, {}).update(value) if isinstance(value, dict) else raw.__setitem__(key, value)
+    return config_from_dict(raw, "c.yaml")
+
+
+def test_defaults_are_the_seeds_model():
+    c = cfg()
+    assert c.model.attention == "dot" and c.model.rnn == "lstm" and not c.model.input_feeding
+
+
+def test_unknown_key_suggests_the_closest():
+    with pytest.raises(SeqattnError, match=r"c.yaml: unknown key 'model.hiden_size' .*did you mean"):
+        cfg(model={"hiden_size": 3})
+    with pytest.raises(SeqattnError, match=r"'model.dec_hiden_size' \(did you mean 'model.dec_hidden_size'"):
+        cfg(model={"dec_hiden_size": 3})
+    with pytest.raises(SeqattnError, match=r"unknown key 'trian'"):
+        cfg(trian={})
+
+
+def test_wrong_types_and_choices():
+    with pytest.raises(SeqattnError, match=r"train.lr must be float, got str 'fast'"):
+        cfg(train={"lr": "fast"})
+    with pytest.raises(SeqattnError, match=r"model.layers must be int, got bool"):
+        cfg(model={"layers": True})
+    with pytest.raises(SeqattnError, match=r"model.attention must be one of dot, general, concat, none"):
+        cfg(model={"attention": "luong"})
+    assert cfg(train={"lr": 1}).train.lr == 1.0  # ints are fine where floats are expected
+    with pytest.raises(SeqattnError, match=r"model must be a mapping"):
+        cfg(model=[1, 2])
+
+
+def test_cross_field_checks():
+    with pytest.raises(SeqattnError, match="'dot' needs encoder output size"):
+        cfg(model={"enc_hidden_size": 100, "dec_hidden_size": 512})
+    cfg(model={"enc_hidden_size": 100, "dec_hidden_size": 512, "attention": "general"})
+    with pytest.raises(SeqattnError, match="train_src and data.train_tgt"):
+        config_from_dict({"data": {"train_src": "a"}})
+    with pytest.raises(SeqattnError, match="dropout must be in"):
+        cfg(model={"dropout": 1.5})
+    with pytest.raises(SeqattnError, match="warmup_decay' needs train.max_steps"):
+        cfg(train={"schedule": "warmup_decay"})
+
+
+def test_yaml_errors(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("data:\n  train_tsv: [unclosed\n")
+    with pytest.raises(SeqattnError, match=r"c.yaml:\d+: invalid YAML"):
+        load_config(p)
+    with pytest.raises(SeqattnError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")

@@ -1,0 +1,89 @@
+"""Training: a small model learns, resume is exact, checkpoints are atomic and safe to load."""
+
+import pytest
+import torch
+from conftest import reverse_pairs, write_tiny_config
+
+from seqattn.checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from seqattn.config import load_config
+from seqattn.errors import SeqattnError
+from seqattn.train import Trainer
+from seqattn.translator import Translator
+
+
+@pytest.mark.parametrize("rnn,attention", [("lstm", "dot"), ("gru", "dot"), ("lstm", "none"), ("gru", "none")])
+def test_overfits_twenty_pairs(tmp_path, rnn, attention):
+    pairs = reverse_pairs(20, seed=3)
+    path = write_tiny_config(tmp_path, pairs, model__rnn=rnn, model__attention=attention, train__max_steps=300,
+                             train__valid_every=50, train__valid_metric="exact", train__early_stopping=2)
+    result = Trainer(load_config(path)).run()
+    assert result["best"] == 100.0
+    out = Translator.load(tmp_path / "model").translate([s for s, _ in pairs])
+    assert [o.text for o in out] == [t for _, t in pairs]
+
+def _final_state(model_dir):
+    state = load_checkpoint(model_dir / "last.pt")
+    return state["model"], state["optimizer"], state["progress"]
+
+def test_resume_is_bit_exact(tmp_path):
+    pairs = reverse_pairs(60, seed=1)
+    common = dict(model__dropout=0.3, train__schedule="plateau", train__valid_every=10, train__label_smoothing=0.1)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    full = write_tiny_config(tmp_path / "a", pairs, train__max_steps=40, **common)
+    Trainer(load_config(full)).run()
+    half = write_tiny_config(tmp_path / "b", pairs, train__max_steps=20, **common)
+    Trainer(load_config(half)).run()
+    resumed = write_tiny_config(tmp_path / "b", pairs, train__max_steps=40, **common)
+    Trainer(load_config(resumed), resume=True).run()
+
+    w_a, opt_a, prog_a = _final_state(tmp_path / "a" / "model")
+    w_b, opt_b, prog_b = _final_state(tmp_path / "b" / "model")
+    assert prog_a["step"] == prog_b["step"] == 40
+    for key in w_a:
+        assert torch.equal(w_a[key], w_b[key]), key
+    for pid, st in opt_a["state"].items():
+        for name, value in st.items():
+            assert torch.equal(value, opt_b["state"][pid][name])
+    strip = lambda h: [{k: v for k, v in r.items() if k != "minutes"} for r in h]
+    assert strip(prog_a["history"]) == strip(prog_b["history"])
+    assert prog_a["epoch"] == prog_b["epoch"] and prog_a["batch_in_epoch"] == prog_b["batch_in_epoch"]
+
+def test_refuses_to_overwrite_a_trained_model(tmp_path):
+    path = write_tiny_config(tmp_path, reverse_pairs(10), train__max_steps=5, train__valid_every=5)
+    Trainer(load_config(path)).run()
+    before = (tmp_path / "model" / "last.pt").read_bytes()
+    with pytest.raises(SeqattnError, match="already holds a trained model"):
+        Trainer(load_config(path))
+    assert (tmp_path / "model" / "last.pt").read_bytes() == before
+    cfg = load_config(path)
+    cfg.model.emb_size = 16
+    with pytest.raises(SeqattnError, match="cannot resume: model.emb_size"):
+        Trainer(cfg, resume=True)
+
+def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
+    target = tmp_path / "last.pt"
+    save_checkpoint({"model": {"w": torch.ones(3)}}, target)
+
+    def crash(f):
+        f.write(b"half a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        atomic_write(target, crash)
+    assert torch.equal(load_checkpoint(target)["model"]["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left behind
+
+def test_load_checkpoint_never_unpickles_objects(tmp_path):
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {}, "x": Evil()}, path)
+    with pytest.raises(SeqattnError, match="evil.pt: not a valid seqattn checkpoint"):
+        load_checkpoint(path)
+    (tmp_path / "trunc.pt").write_bytes((tmp_path / "evil.pt").read_bytes()[:50])
+    with pytest.raises(SeqattnError, match="trunc.pt: not a valid seqattn checkpoint"):
+        load_checkpoint(tmp_path / "trunc.pt")
