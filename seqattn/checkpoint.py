@@ -56,3 +56,22 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> dict:
     if not isinstance(obj, dict) or "model" not in obj:
         raise SeqattnError(f"{path}: not a valid seqattn checkpoint (no model weights)")
     return obj
+
+
+def average_checkpoints(paths: list[Path]) -> dict:
+    """Return a checkpoint whose weights are the element-wise mean of the given checkpoints' weights."""
+    if not paths:
+        raise SeqattnError("no checkpoint to average")
+    total: dict[str, torch.Tensor] = {}
+    for path in paths:
+        weights = load_checkpoint(path)["model"]
+        if total and weights.keys() != total.keys():
+            raise SeqattnError(f"{path}: its weights do not match {paths[0]} (different model)")
+        for key, value in weights.items():
+            if key in total and value.shape != total[key].shape:
+                raise SeqattnError(f"{path}: {key} has shape {tuple(value.shape)}, {paths[0]} has "
+                                   f"{tuple(total[key].shape)}")
+            total[key] = total[key] + value.double() if key in total else value.double()
+    dtypes = {k: v.dtype for k, v in load_checkpoint(paths[0])["model"].items()}
+    return {"model": {k: (v / len(paths)).to(dtypes[k]) for k, v in total.items()},
+            "averaged_from": [str(p) for p in paths]}

@@ -72,20 +72,52 @@ def _read_input(path: str | None) -> list[str]:
     return text.splitlines()
 
 
+def _search_options(args):
+    from .translator import SearchOptions
+
+    return SearchOptions(beam=args.beam, nbest=args.nbest, alpha=args.alpha, sample=args.sample,
+                         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                         num_samples=args.num_samples, seed=args.seed).check()
+
+
+def _add_search_args(p: argparse.ArgumentParser, nbest: bool) -> None:
+    g = p.add_argument_group("search")
+    g.add_argument("--beam", type=int, default=1, help="beam size (1: greedy)")
+    g.add_argument("--alpha", type=float, default=0.0, help="GNMT length penalty exponent for beam search")
+    g.add_argument("--sample", action="store_true", help="sample instead of searching")
+    g.add_argument("--temperature", type=float, default=1.0)
+    g.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (0: all)")
+    g.add_argument("--top-p", type=float, default=1.0, help="sample from the smallest set with this mass")
+    g.add_argument("--seed", type=int, default=None, help="seed for reproducible sampling")
+    if nbest:
+        g.add_argument("--nbest", type=int, default=1, help="print the N best per input (<= --beam)")
+        g.add_argument("--num-samples", type=int, default=1, help="samples per input (with --sample)")
+    else:
+        p.set_defaults(nbest=1, num_samples=1)
+
+
 def cmd_translate(args) -> int:
     from .translator import Translator
 
-    translator = Translator.load(args.model_dir, device=args.device)
+    options = _search_options(args)
+    translator = Translator.load(args.model_dir, device=args.device, checkpoint=args.checkpoint)
     lines = _read_input(args.input)
-    results = translator.translate(lines, batch_size=args.batch_size, attention=bool(args.attention))
+    results = translator.translate_n(lines, batch_size=args.batch_size, attention=bool(args.attention),
+                                     options=options)
+    for n, outs in enumerate(results, 1):
+        if outs and outs[0].truncated:
+            print(f"seqattn: warning: input line {n} is longer than the model's {translator.cfg.data.max_len} "
+                  f"pieces; translated its beginning only", file=sys.stderr)
     out = sys.stdout
-    for r in results:
-        out.write(r.text + "\n")
+    several = options.nbest > 1 or options.num_samples > 1
+    for n, outs in enumerate(results):
+        for r in outs:
+            out.write(f"{n}\t{r.score:.4f}\t{r.text}\n" if several else r.text + "\n")
     out.flush()
     if args.attention:
         from .checkpoint import atomic_write
 
-        records = [{"source": src, **r.to_dict()} for src, r in zip(lines, results)]
+        records = [{"source": src, **r.to_dict()} for src, outs in zip(lines, results) for r in outs]
         atomic_write(args.attention, lambda f: f.write(json.dumps(records, ensure_ascii=False).encode("utf-8")))
     return 0
 
@@ -95,9 +127,10 @@ def cmd_evaluate(args) -> int:
     from .evaluate import score
     from .translator import Translator
 
+    options = _search_options(args)
     src, ref = read_parallel(args.src, args.ref)
-    translator = Translator.load(args.model_dir, device=args.device)
-    hyps = [r.text for r in translator.translate(src, batch_size=args.batch_size)]
+    translator = Translator.load(args.model_dir, device=args.device, checkpoint=args.checkpoint)
+    hyps = [r.text for r in translator.translate(src, batch_size=args.batch_size, options=options)]
     metrics = score(hyps, ref)
     if args.output:
         from pathlib import Path
@@ -110,6 +143,32 @@ def cmd_evaluate(args) -> int:
               f"({metrics['n']} sentences)")
         print(metrics["bleu_signature"])
         print(metrics["chrf_signature"])
+    return 0
+
+
+def cmd_score(args) -> int:
+    from .data.corpus import read_parallel
+    from .translator import Translator
+
+    src, tgt = read_parallel(args.src, args.tgt)
+    translator = Translator.load(args.model_dir, device=args.device)
+    scores = translator.forced_scores(src, tgt, batch_size=args.batch_size)
+    if args.json:
+        print(json.dumps([{"line": n, **s} for n, s in enumerate(scores, 1)]))
+    else:
+        print("line\tlogprob\ttokens\tppl")
+        for n, s in enumerate(scores, 1):
+            print(f"{n}\t{s['logprob']:.4f}\t{s['tokens']}\t{s['ppl']:.4f}")
+    return 0
+
+
+def cmd_average(args) -> int:
+    from pathlib import Path
+
+    from .checkpoint import average_checkpoints, save_checkpoint
+
+    save_checkpoint(average_checkpoints([Path(p) for p in args.checkpoints]), Path(args.out))
+    print(f"averaged {len(args.checkpoints)} checkpoints into {args.out}", file=sys.stderr)
     return 0
 
 
@@ -163,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--attention", metavar="FILE.json", help="write tokens and attention matrices as JSON")
     tr.add_argument("--batch-size", type=int, default=64)
     tr.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    tr.add_argument("--checkpoint", help="checkpoint file in (or path outside) the model directory")
+    _add_search_args(tr, nbest=True)
     tr.set_defaults(func=cmd_translate)
 
     e = sub.add_parser("evaluate", help="BLEU, chrF and exact match of a model on a test set")
@@ -173,7 +234,23 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print the metrics as one JSON line")
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    e.add_argument("--checkpoint", help="checkpoint file in (or path outside) the model directory")
+    _add_search_args(e, nbest=False)
     e.set_defaults(func=cmd_evaluate)
+
+    sc = sub.add_parser("score", help="per-sentence log-probability and perplexity under forced decoding")
+    sc.add_argument("model_dir")
+    sc.add_argument("--src", required=True)
+    sc.add_argument("--tgt", required=True)
+    sc.add_argument("--json", action="store_true", help="JSON instead of TSV")
+    sc.add_argument("--batch-size", type=int, default=64)
+    sc.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    sc.set_defaults(func=cmd_score)
+
+    av = sub.add_parser("average", help="average the weights of checkpoints (e.g. MODEL_DIR/step_*.pt)")
+    av.add_argument("checkpoints", nargs="+")
+    av.add_argument("--out", required=True, help="the averaged checkpoint (e.g. MODEL_DIR/averaged.pt)")
+    av.set_defaults(func=cmd_average)
 
     d = sub.add_parser("demo", help="train and show a built-in task (no download)")
     d.add_argument("--task", default="dates", choices=["dates", "qa"])

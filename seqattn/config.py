@@ -65,6 +65,7 @@ class TrainConfig:
     valid_every: int = 500
     valid_metric: Literal["bleu", "chrf", "exact", "loss", "ppl"] = "bleu"
     early_stopping: int = 0           # stop after this many validations without improvement; 0: off
+    keep_last: int = 0                # also keep the weights of the last K validations (step_N.pt) for averaging
     max_output_ratio: float = 1.5     # decoding limit: ratio * source length + 10 pieces
     log_every: int = 50
     tensorboard: bool = True
@@ -98,6 +99,8 @@ class Config:
         for key, value in positive.items():
             if value <= 0:
                 raise SeqattnError(f"{where}: {key} must be > 0, got {value}")
+        if t.keep_last < 0:
+            raise SeqattnError(f"{where}: train.keep_last must be >= 0, got {t.keep_last}")
         for key, value in {"model.dropout": m.dropout, "train.label_smoothing": t.label_smoothing}.items():
             if not 0 <= value < 1:
                 raise SeqattnError(f"{where}: {key} must be in [0, 1), got {value}")

@@ -1,4 +1,4 @@
-"""Decoding from <sos> to <eos>: batched greedy search (one place for every search)."""
+"""Decoding from <sos> to <eos>, all in one place: batched greedy, sampling and beam search."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from .data.tokenizer import EOS, SOS
-from .model.seq2seq import Seq2Seq
+from .model.seq2seq import Encoded, Seq2Seq
 
 
 @dataclass
@@ -15,7 +15,7 @@ class Hypothesis:
     """One decoded output."""
 
     ids: list[int]                  # output ids, <eos> excluded
-    score: float                    # sum of log-probabilities, <eos> included when reached
+    score: float                    # sum of log-probabilities (<eos> included when reached), / length penalty
     attention: torch.Tensor | None  # out_len (+1 for <eos>) x src_len weights, or None without attention
     finished: bool                  # reached <eos> (else stopped at the length limit)
 
@@ -26,28 +26,59 @@ def max_lengths(src_len: torch.Tensor, ratio: float, cap: int | None = None) -> 
     return limit.clamp(max=cap) if cap else limit
 
 
+def length_penalty(length: torch.Tensor | int, alpha: float):
+    """Return GNMT's length penalty ((5 + length) / 6) ** alpha (1 when alpha is 0)."""
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+def _start(model: Seq2Seq, enc: Encoded, rows: int):
+    """Return (first input ids <sos> (rows), initial input-feeding vector or None)."""
+    dec = model.decoder
+    y = torch.full((rows,), SOS, dtype=torch.long, device=enc.memory.device)
+    feed = enc.memory.new_zeros(rows, dec.hidden_size) if dec.input_feeding else None
+    return y, feed
+
+
+def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """Return logits (batch x vocab) with all but the top_k / the top_p nucleus set to -inf."""
+    if top_k > 0:
+        kth = logits.topk(min(top_k, logits.size(-1)), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        drop = probs.cumsum(-1) - probs >= top_p  # keep the smallest prefix whose mass reaches top_p
+        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    return logits
+
+
 @torch.no_grad()
-def greedy(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_len: torch.Tensor) -> list[Hypothesis]:
-    """Return the greedy output of each sentence of src (batch x src_len, lengths src_len on CPU).
+def greedy(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_len: torch.Tensor, *,
+           sample: bool = False, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+           generator: torch.Generator | None = None) -> list[Hypothesis]:
+    """Return one output per sentence of src (batch x src_len, lengths src_len on CPU): the argmax at
+    each step, or with sample=True a draw from softmax(logits / temperature) cut to top_k / top_p.
 
     Each sentence stops at its own <eos> or its limit max_len (batch); the loop ends when all have.
+    Scores are the model's log-probabilities of the chosen tokens (before temperature and cuts).
     """
     enc = model.encode(src, src_len)
-    dec = model.decoder
     b, device = src.size(0), src.device
-    y = torch.full((b,), SOS, dtype=torch.long, device=device)
-    feed = enc.memory.new_zeros(b, dec.hidden_size) if dec.input_feeding else None
-    state = enc.state
-    limit = max_len.to(device)
+    y, feed = _start(model, enc, b)
+    state, limit = enc.state, max_len.to(device)
     done = torch.zeros(b, dtype=torch.bool, device=device)
     out_len = limit.clone()
-    tokens, alphas = [], []
     score = torch.zeros(b, device=device)
+    tokens, alphas = [], []
     for t in range(int(limit.max())):
-        logits, state, feed, alpha = dec.step(y, state, enc.memory, enc.keys, enc.mask, feed)
+        logits, state, feed, alpha = model.decoder.step(y, state, enc.memory, enc.keys, enc.mask, feed)
         logp = torch.log_softmax(logits.float(), dim=-1)
-        best, y = logp.max(dim=-1)
-        score += best.masked_fill(done, 0.0)
+        if sample:
+            probs = filter_logits(logits.float() / temperature, top_k, top_p).softmax(-1)
+            y = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        else:
+            y = logp.argmax(dim=-1)
+        score += logp.gather(1, y.unsqueeze(1)).squeeze(1).masked_fill(done, 0.0)
         tokens.append(y)
         if alpha is not None:
             alphas.append(alpha)
@@ -67,3 +98,79 @@ def greedy(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_len: to
         hyps.append(Hypothesis(row[:-1] if finished else row, score[i],
                                None if att is None else att[i, : out_len[i], :n_src], finished))
     return hyps
+
+
+@torch.no_grad()
+def beam_search(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_len: torch.Tensor, beam: int,
+                alpha: float = 0.0, nbest: int = 1) -> list[list[Hypothesis]]:
+    """Return the nbest hypotheses of each sentence (best first), batched beam search of width beam.
+
+    All sentences and beams run as one batch x beam tensor per step. A hypothesis that ends in <eos>
+    among the top `beam` candidates is set aside with score logp / length_penalty(len, alpha); a
+    sentence is done when it has `beam` finished hypotheses or reaches its limit max_len (batch).
+    With beam 1 this is exactly greedy search.
+    """
+    if not 1 <= nbest <= beam:
+        raise ValueError(f"nbest must be in 1..beam ({beam}), got {nbest}")
+    b, k, device = src.size(0), beam, src.device
+    enc = model.encode(src, src_len)
+    enc = enc.select(torch.arange(b, device=device).repeat_interleave(k))  # row = sentence * k + beam
+    y, feed = _start(model, enc, b * k)
+    state, limit = enc.state, max_len.tolist()
+    scores = torch.full((b, k), float("-inf"), device=device)
+    scores[:, 0] = 0.0                                  # all beams start equal: expand only the first
+    history = torch.empty(b * k, 0, dtype=torch.long, device=device)
+    att_history = None
+    finished: list[list[Hypothesis]] = [[] for _ in range(b)]
+    done = [False] * b
+    n_src = src_len.tolist()
+
+    def finalize(i: int, row: int, ids: torch.Tensor, att: torch.Tensor | None, logp: float, ended: bool):
+        length = ids.numel() + (1 if ended else 0)
+        finished[i].append(Hypothesis(ids.tolist(), logp / length_penalty(length, alpha),
+                                      None if att is None else att[: length, : n_src[i]].float().cpu(), ended))
+
+    for t in range(max(limit)):
+        logits, state, feed, alpha_t = model.decoder.step(y, state, enc.memory, enc.keys, enc.mask, feed)
+        logp = torch.log_softmax(logits.float(), dim=-1)                # (b*k) x V
+        v = logp.size(-1)
+        cand = (scores.unsqueeze(-1) + logp.view(b, k, v)).view(b, k * v)
+        top_scores, top_idx = cand.topk(2 * k, dim=-1)                 # at most k of them are <eos>
+        top_tok, top_beam = top_idx % v, top_idx // v
+        is_eos = top_tok == EOS
+        if alpha_t is not None:
+            step_att = alpha_t.unsqueeze(1)
+            att_history = step_att if att_history is None else torch.cat([att_history, step_att], 1)
+        # hypotheses that end here: <eos> among the top k candidates
+        for i, j in (is_eos[:, :k] & torch.isfinite(top_scores[:, :k])).nonzero().tolist():
+            if not done[i]:
+                row = i * k + int(top_beam[i, j])
+                finalize(i, row, history[row], None if att_history is None else att_history[row],
+                         float(top_scores[i, j]), True)
+        # the k best that go on
+        alive_scores, pick = top_scores.masked_fill(is_eos, float("-inf")).topk(k, dim=-1)
+        tok = top_tok.gather(1, pick)
+        origin = (top_beam.gather(1, pick) + torch.arange(b, device=device).unsqueeze(1) * k).view(-1)
+        history = torch.cat([history.index_select(0, origin), tok.view(-1, 1)], 1)
+        if att_history is not None:
+            att_history = att_history.index_select(0, origin)
+        state = tuple(s.index_select(1, origin) for s in state) if isinstance(state, tuple) \
+            else state.index_select(1, origin)
+        if feed is not None:
+            feed = feed.index_select(0, origin)
+        scores, y = alive_scores, tok.view(-1)
+        for i in range(b):
+            if done[i]:
+                continue
+            if len(finished[i]) >= k:
+                done[i] = True
+            elif t + 1 >= limit[i]:   # out of length: the best alive ones end here, unfinished
+                for j in range(k):
+                    if torch.isfinite(scores[i, j]):
+                        row = i * k + j
+                        finalize(i, row, history[row], None if att_history is None else att_history[row],
+                                 float(scores[i, j]), False)
+                done[i] = True
+        if all(done):
+            break
+    return [sorted(f, key=lambda h: -h.score)[:nbest] for f in finished]

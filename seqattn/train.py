@@ -25,7 +25,7 @@ from .translator import Translator, build_model
 
 Callback = Callable[[str, dict], None]
 HIGHER_IS_BETTER = {"bleu": True, "chrf": True, "exact": True, "loss": False, "ppl": False}
-RUN_FILES = ("last.pt", "best.pt", "train_log.jsonl", "tensorboard")
+RUN_FILES = ("last.pt", "best.pt", "train_log.jsonl", "tensorboard", "step_*.pt")
 
 
 @dataclass
@@ -116,9 +116,9 @@ class Trainer:
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             if overwrite and not resume:
-                for name in RUN_FILES:
-                    p = self.dir / name
-                    shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+                for pattern in RUN_FILES:
+                    for p in self.dir.glob(pattern):
+                        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
         except OSError as e:
             raise SeqattnError(f"{self.dir}: cannot create the model directory ({e.strerror})") from None
         self.device = pick_device(cfg.train.device)
@@ -176,11 +176,16 @@ class Trainer:
                                f"{str(e).splitlines()[0] if str(e) else ''})") from None
 
     def _save(self, best: bool) -> None:
+        p = self.progress
+        weights = {"model": self.model.state_dict(), "step": p.step, "metrics": p.history[-1] if p.history else {}}
+        if self.cfg.train.keep_last:
+            save_checkpoint(weights, self.dir / f"step_{p.step}.pt")
+            kept = sorted(self.dir.glob("step_*.pt"), key=lambda f: int(f.stem[5:]) if f.stem[5:].isdigit() else -1)
+            for old in kept[: -self.cfg.train.keep_last]:
+                old.unlink(missing_ok=True)
         save_checkpoint(self._state(), self.dir / "last.pt")
         if best:
-            p = self.progress
-            save_checkpoint({"model": self.model.state_dict(), "step": p.step,
-                             "metrics": p.history[-1] if p.history else {}}, self.dir / "best.pt")
+            save_checkpoint(weights, self.dir / "best.pt")
 
     # -- logging -------------------------------------------------------------------------------
     def _log(self, kind: str, info: dict) -> None:

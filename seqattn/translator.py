@@ -10,11 +10,11 @@ import torch
 from .checkpoint import load_checkpoint
 from .config import Config, load_config
 from .data.batching import pad_sources
-from .data.tokenizer import Tokenizers
+from .data.tokenizer import PAD, Tokenizers
 from .device import autocast, pick_device
 from .errors import SeqattnError
 from .model.seq2seq import Seq2Seq
-from .search import greedy, max_lengths
+from .search import beam_search, greedy, max_lengths
 
 
 @dataclass
@@ -25,12 +25,46 @@ class Translation:
     src_tokens: list[str]                   # source pieces, <eos> last
     tgt_tokens: list[str]                   # output pieces, <eos> last when reached
     attention: list[list[float]] | None     # len(tgt_tokens) x len(src_tokens)
-    score: float                            # log-probability of the output
+    score: float                            # log-probability of the output (/ length penalty in beam search)
+    truncated: bool = False                 # the source was cut to the model's data.max_len pieces
 
     def to_dict(self) -> dict:
         """Return a JSON-ready dict."""
         return {"translation": self.text, "score": self.score, "source_tokens": self.src_tokens,
                 "target_tokens": self.tgt_tokens, "attention": self.attention}
+
+
+@dataclass
+class SearchOptions:
+    """How to decode: greedy (beam 1), beam search, or sampling."""
+
+    beam: int = 1
+    nbest: int = 1
+    alpha: float = 0.0          # GNMT length penalty exponent (beam search)
+    sample: bool = False
+    temperature: float = 1.0
+    top_k: int = 0              # 0: no cut
+    top_p: float = 1.0          # 1: no cut
+    num_samples: int = 1
+    seed: int | None = None
+
+    def check(self) -> SearchOptions:
+        """Return self; raise SeqattnError naming the option that is out of range."""
+        if self.beam < 1:
+            raise SeqattnError(f"--beam must be >= 1, got {self.beam}")
+        if not 1 <= self.nbest <= self.beam:
+            raise SeqattnError(f"--nbest must be between 1 and --beam ({self.beam}), got {self.nbest}")
+        if self.sample and self.beam > 1:
+            raise SeqattnError("--sample and --beam > 1 exclude each other")
+        if self.temperature <= 0:
+            raise SeqattnError(f"--temperature must be > 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise SeqattnError(f"--top-p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0 or self.num_samples < 1:
+            raise SeqattnError("--top-k must be >= 0 and --num-samples >= 1")
+        if self.num_samples > 1 and not self.sample:
+            raise SeqattnError("--num-samples needs --sample")
+        return self
 
 
 def build_model(cfg: Config, tokenizers: Tokenizers) -> Seq2Seq:
@@ -46,7 +80,8 @@ class Translator:
 
     @classmethod
     def load(cls, model_dir: str | Path, device: str = "auto", checkpoint: str | None = None) -> Translator:
-        """Return the Translator of a model directory (its best checkpoint, else its last)."""
+        """Return the Translator of a model directory (its best checkpoint, else its last, or the given one:
+        a file name inside model_dir or any path)."""
         model_dir = Path(model_dir)
         if not model_dir.is_dir():
             raise SeqattnError(f"{model_dir}: model directory not found")
@@ -54,7 +89,7 @@ class Translator:
         tokenizers = Tokenizers.load(model_dir)
         if checkpoint is None:
             checkpoint = "best.pt" if (model_dir / "best.pt").exists() else "last.pt"
-        path = Path(checkpoint) if Path(checkpoint).is_absolute() else model_dir / checkpoint
+        path = model_dir / checkpoint if (model_dir / checkpoint).exists() else Path(checkpoint)
         dev = pick_device(device)
         model = build_model(cfg, tokenizers)
         state = load_checkpoint(path)
@@ -66,34 +101,80 @@ class Translator:
         return cls(model.to(dev).eval(), tokenizers, cfg, dev)
 
     def translate(self, lines: list[str], batch_size: int = 64, attention: bool = False,
-                  max_src_len: int | None = None) -> list[Translation]:
-        """Return the greedy translation of each line, in order (attention filled when asked)."""
+                  options: SearchOptions | None = None) -> list[Translation]:
+        """Return the best translation of each line, in order (greedy unless options say otherwise)."""
+        return [n[0] for n in self.translate_n(lines, batch_size, attention, options)]
+
+    def translate_n(self, lines: list[str], batch_size: int = 64, attention: bool = False,
+                    options: SearchOptions | None = None) -> list[list[Translation]]:
+        """Return, for each line in order, its n-best list (beam search) or its samples (sampling)."""
+        opt = (options or SearchOptions()).check()
         ids = self.tok.src.encode(lines)
-        if max_src_len:
-            ids = [s[:max_src_len] for s in ids]
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        results: list[Translation | None] = [None] * len(ids)
+        cap = self.cfg.data.max_len
+        truncated = [len(s) > cap for s in ids]
+        ids = [s[:cap] for s in ids]
+        copies = opt.num_samples if opt.sample else 1
+        rows = [i for i in range(len(ids)) for _ in range(copies)]
+        order = sorted(range(len(rows)), key=lambda r: len(ids[rows[r]]))
+        results: list[list[Translation]] = [[] for _ in lines]
+        generator = None
+        if opt.sample and opt.seed is not None:
+            generator = torch.Generator(self.device).manual_seed(opt.seed)
         was_training = self.model.training
         self.model.eval()
         try:
             for start in range(0, len(order), batch_size):
-                idx = order[start : start + batch_size]
+                idx = [rows[r] for r in order[start : start + batch_size]]
                 src, src_len = pad_sources([ids[i] for i in idx])
                 limit = max_lengths(src_len, self.cfg.train.max_output_ratio)
+                src = src.to(self.device)
                 with autocast(self.device):
-                    hyps = greedy(self.model, src.to(self.device), src_len, limit)
-                for i, h in zip(idx, hyps):
-                    results[i] = self._result(ids[i], h, attention)
+                    if opt.beam > 1:
+                        nbests = beam_search(self.model, src, src_len, limit, opt.beam, opt.alpha, opt.nbest)
+                    else:
+                        nbests = [[h] for h in greedy(self.model, src, src_len, limit, sample=opt.sample,
+                                                      temperature=opt.temperature, top_k=opt.top_k,
+                                                      top_p=opt.top_p, generator=generator)]
+                for i, hyps in zip(idx, nbests):
+                    results[i].extend(self._result(ids[i], h, attention, truncated[i]) for h in hyps)
         finally:
             self.model.train(was_training)
         return results
 
-    def _result(self, src_ids: list[int], hyp, attention: bool) -> Translation:
+    @torch.no_grad()
+    def forced_scores(self, src_lines: list[str], tgt_lines: list[str], batch_size: int = 64) -> list[dict]:
+        """Return, per pair, the log-probability of the target under teacher forcing (forced decoding),
+        its token count (<eos> included) and perplexity: {'logprob', 'tokens', 'ppl'}."""
+        import math
+
+        from .data.batching import collate
+
+        src_ids = [s[: self.cfg.data.max_len] for s in self.tok.src.encode(src_lines)]
+        tgt_ids = self.tok.tgt.encode(tgt_lines)
+        out: list[dict] = [{}] * len(src_ids)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for start in range(0, len(src_ids), batch_size):
+                idx = list(range(start, min(start + batch_size, len(src_ids))))
+                batch = collate([src_ids[i] for i in idx], [tgt_ids[i] for i in idx]).to(self.device)
+                with autocast(self.device):
+                    logits, _ = self.model(batch.src, batch.src_len, batch.tgt_in)
+                logp = torch.log_softmax(logits.float(), -1).gather(-1, batch.tgt_out.unsqueeze(-1)).squeeze(-1)
+                real = batch.tgt_out != PAD
+                sums, counts = (logp * real).sum(1).tolist(), real.sum(1).tolist()
+                for i, total, n in zip(idx, sums, counts):
+                    out[i] = {"logprob": total, "tokens": n, "ppl": math.exp(-total / n)}
+        finally:
+            self.model.train(was_training)
+        return out
+
+    def _result(self, src_ids: list[int], hyp, attention: bool, truncated: bool) -> Translation:
         """Return the Translation of one hypothesis."""
         text = self.tok.tgt.decode(hyp.ids)
         if not attention:
-            return Translation(text, [], [], None, hyp.score)
+            return Translation(text, [], [], None, hyp.score, truncated)
         src_tokens = self.tok.src.pieces(src_ids) + ["<eos>"]
         tgt_tokens = self.tok.tgt.pieces(hyp.ids) + (["<eos>"] if hyp.finished else [])
         att = None if hyp.attention is None else [[round(w, 5) for w in row] for row in hyp.attention.tolist()]
-        return Translation(text, src_tokens, tgt_tokens, att, hyp.score)
+        return Translation(text, src_tokens, tgt_tokens, att, hyp.score, truncated)

@@ -1,0 +1,183 @@
+"""Decoding: beam search against greedy, n-best, sampling, length penalty, forced scoring, averaging."""
+
+import json
+import math
+
+import pytest
+import torch
+from conftest import reverse_pairs, write_tiny_config
+from test_cli import assert_one_line_error, run
+
+from seqattn.checkpoint import average_checkpoints, load_checkpoint, save_checkpoint
+from seqattn.config import ModelConfig, load_config
+from seqattn.data.batching import pad_sources
+from seqattn.model.seq2seq import Seq2Seq
+from seqattn.search import beam_search, filter_logits, greedy, max_lengths
+from seqattn.train import Trainer
+from seqattn.translator import SearchOptions, Translator
+
+
+def random_model(att="dot", feed=False, rnn="lstm"):
+    torch.manual_seed(7)
+    cfg = ModelConfig(rnn=rnn, attention=att, input_feeding=feed, emb_size=16, enc_hidden_size=12,
+                      dec_hidden_size=24, dropout=0.0)
+    return Seq2Seq(cfg, 40, 12).eval()  # a small target vocabulary: <eos> comes up often enough
+
+
+def sources(n=24, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    seqs = [torch.randint(4, 40, (int(torch.randint(1, 9, (1,), generator=g)),), generator=g).tolist()
+            for _ in range(n)]
+    src, src_len = pad_sources(seqs)
+    return src, src_len, max_lengths(src_len, 1.5)
+
+
+@pytest.mark.parametrize("att,feed,rnn", [("dot", False, "lstm"), ("concat", True, "gru"), ("none", False, "lstm")])
+def test_beam_one_is_greedy(att, feed, rnn):
+    model = random_model(att, feed, rnn)
+    src, src_len, limit = sources()
+    g = greedy(model, src, src_len, limit)
+    b = beam_search(model, src, src_len, limit, beam=1)
+    for x, (y,) in zip(g, b):
+        assert x.ids == y.ids and x.finished == y.finished
+        assert x.score == pytest.approx(y.score, abs=1e-5)
+        if x.attention is not None:
+            assert torch.allclose(x.attention, y.attention)
+
+
+def test_beam_finds_better_model_scores_and_sorted_distinct_nbest():
+    model = random_model()
+    src, src_len, limit = sources(40, seed=3)
+    g = greedy(model, src, src_len, limit)
+    b = beam_search(model, src, src_len, limit, beam=5, nbest=5)
+    assert sum(n[0].score for n in b) > sum(h.score for h in g)
+    assert sum(n[0].score >= h.score - 1e-5 for n, h in zip(b, g)) >= 0.9 * len(g)
+    for nbest in b:
+        assert len(nbest) == 5
+        assert [h.score for h in nbest] == sorted((h.score for h in nbest), reverse=True)
+        assert len({tuple(h.ids) for h in nbest}) == 5
+        for h in nbest:
+            assert h.attention.shape == (len(h.ids) + h.finished, h.attention.shape[1])
+            assert torch.allclose(h.attention.sum(-1), torch.ones(h.attention.size(0)), atol=1e-5)
+
+
+def test_length_penalty_lengthens_outputs():
+    model = random_model()
+    src, src_len, limit = sources(40, seed=5)
+    mean_len = lambda hyps: sum(len(n[0].ids) for n in hyps) / len(hyps)  # noqa: E731
+    short = mean_len(beam_search(model, src, src_len, limit, beam=5, alpha=0.0))
+    long = mean_len(beam_search(model, src, src_len, limit, beam=5, alpha=3.0))
+    assert long > short
+
+
+def test_sampling_is_reproducible_with_a_seed_and_varies_without():
+    model = random_model()
+    src, src_len, limit = sources(16, seed=1)
+    draw = lambda seed: [h.ids for h in greedy(model, src, src_len, limit, sample=True,  # noqa: E731
+                                                generator=torch.Generator().manual_seed(seed))]
+    assert draw(11) == draw(11)
+    assert draw(11) != draw(12)
+
+
+def test_filter_logits_top_k_and_top_p():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    assert torch.isinf(filter_logits(logits, top_k=2)).tolist() == [[False, False, True, True]]
+    assert torch.isinf(filter_logits(logits, top_p=0.7)).tolist() == [[False, False, True, True]]
+    assert torch.isinf(filter_logits(logits, top_p=0.5)).tolist() == [[False, True, True, True]]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("search")
+    pairs = reverse_pairs(40, seed=9)
+    path = write_tiny_config(tmp, pairs, train__max_steps=120, train__valid_every=40, train__keep_last=2)
+    Trainer(load_config(path)).run()
+    return tmp / "model", pairs
+
+
+def test_training_keeps_the_last_k_and_averaging_identical_checkpoints_is_identity(model_dir, tmp_path):
+    model, _ = model_dir
+    assert sorted(p.name for p in model.glob("step_*.pt")) == ["step_120.pt", "step_80.pt"]
+    avg = average_checkpoints([model / "step_120.pt", model / "step_120.pt"])
+    ref = load_checkpoint(model / "step_120.pt")["model"]
+    for k, v in ref.items():
+        assert torch.equal(avg["model"][k], v)
+    two = average_checkpoints([model / "step_80.pt", model / "step_120.pt"])
+    a80 = load_checkpoint(model / "step_80.pt")["model"]
+    key = "decoder.out.weight"
+    assert torch.allclose(two["model"][key], (a80[key] + ref[key]) / 2, atol=1e-6)
+    out = tmp_path / "avg.pt"
+    proc = run("average", model / "step_80.pt", model / "step_120.pt", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    proc = run("translate", model, "--checkpoint", out, stdin="apple bear\n")
+    assert proc.returncode == 0 and proc.stdout.strip()
+    save_checkpoint({"model": {"x": torch.ones(2)}}, tmp_path / "other.pt")
+    assert_one_line_error(run("average", model / "step_80.pt", tmp_path / "other.pt", "--out", tmp_path / "x.pt"),
+                          "do not match")
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_forced_scores_equal_the_sum_of_token_log_probabilities(model_dir):
+    model, pairs = model_dir
+    t = Translator.load(model)
+    src, tgt = [s for s, _ in pairs[:4]], [x for _, x in pairs[:4]]
+    scores = t.forced_scores(src, tgt)
+    for s, y, got in zip(src, tgt, scores):
+        ids, src_len = pad_sources(t.tok.src.encode([s]))
+        enc = t.model.encode(ids, src_len)
+        prev, state, total = 2, enc.state, 0.0
+        target = t.tok.tgt.encode([y])[0] + [3]
+        with torch.no_grad():
+            for tok in target:
+                logits, state, _, _ = t.model.decoder.step(torch.tensor([prev]), state, enc.memory, enc.keys,
+                                                           enc.mask)
+                total += torch.log_softmax(logits, -1)[0, tok].item()
+                prev = tok
+        assert got["tokens"] == len(target)
+        assert got["logprob"] == pytest.approx(total, abs=1e-4)
+        assert got["ppl"] == pytest.approx(math.exp(-total / len(target)), rel=1e-4)
+
+
+def test_translate_cli_beam_nbest_sample_and_bad_lines(model_dir, tmp_path):
+    model, pairs = model_dir
+    text = "\n".join([pairs[0][0], "", "apple " * 150, "ζ日本 apple"]) + "\n"
+    proc = run("translate", model, "--beam", "3", "--nbest", "2", "--alpha", "0.6", stdin=text)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split("\t") for line in proc.stdout.splitlines()]
+    assert [int(r[0]) for r in rows] == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert float(rows[0][1]) >= float(rows[1][1])
+    assert "input line 3 is longer than the model's 100 pieces" in proc.stderr
+    greedy_out = run("translate", model, stdin=text).stdout.splitlines()
+    beam1 = run("translate", model, "--beam", "1", stdin=text).stdout.splitlines()
+    assert greedy_out == beam1 and len(greedy_out) == 4
+    att = tmp_path / "a.json"
+    proc = run("translate", model, "--beam", "4", "--attention", att, stdin=pairs[1][0] + "\n")
+    rec = json.loads(att.read_text())[0]
+    assert len(rec["attention"]) == len(rec["target_tokens"]) and len(rec["attention"][0]) == len(rec["source_tokens"])
+    s1 = run("translate", model, "--sample", "--num-samples", "3", "--seed", "5", "--temperature", "3",
+             stdin=pairs[0][0] + "\n")
+    s2 = run("translate", model, "--sample", "--num-samples", "3", "--seed", "5", "--temperature", "3",
+             stdin=pairs[0][0] + "\n")
+    assert s1.returncode == 0 and s1.stdout == s2.stdout and len(s1.stdout.splitlines()) == 3
+    assert_one_line_error(run("translate", model, "--beam", "2", "--nbest", "3", stdin="x\n"), "--nbest")
+
+
+def test_score_cli(model_dir, tmp_path):
+    model, pairs = model_dir
+    (tmp_path / "s").write_text("".join(s + "\n" for s, _ in pairs[:3]))
+    (tmp_path / "t").write_text("".join(t + "\n" for _, t in pairs[:3]))
+    proc = run("score", model, "--src", tmp_path / "s", "--tgt", tmp_path / "t", "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert [r["line"] for r in rows] == [1, 2, 3] and all(r["logprob"] < 0 and r["ppl"] >= 1 for r in rows)
+    tsv = run("score", model, "--src", tmp_path / "s", "--tgt", tmp_path / "t").stdout.splitlines()
+    assert tsv[0] == "line\tlogprob\ttokens\tppl" and len(tsv) == 4
+
+
+def test_search_options_are_checked():
+    from seqattn.errors import SeqattnError
+
+    with pytest.raises(SeqattnError, match="--sample and --beam"):
+        SearchOptions(beam=3, sample=True).check()
+    with pytest.raises(SeqattnError, match="--num-samples needs --sample"):
+        SearchOptions(num_samples=2).check()
