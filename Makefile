@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # torch is pinned and installed before the package so that no CUDA build is pulled in.
 TORCH  := torch==2.13.0
 
-.PHONY: install install-test fonts browser demo test lint bench clean
+.PHONY: install fonts browser demo test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,10 +30,18 @@ fonts:
 	      || echo "warning: could not install fonts-noto-cjk; Korean glyphs may not render"; \
 	  else echo "warning: no CJK font (install fonts-noto-cjk); Korean glyphs may not render"; fi; }
 
+# The web-page test drives Debian's chromium (no browser download); it is skipped where none can be had.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 \
+	      || echo "warning: could not install chromium; the browser test will be skipped"; \
+	  else echo "warning: no chromium; the browser test will be skipped"; fi; }
+
 demo: install fonts
 	$(BIN)/seqattn demo --out demo_out
 
-test: install-test fonts
+test: install-test fonts browser
 	$(BIN)/python -m pytest -q
 
 lint: install-test

@@ -172,6 +172,55 @@ def cmd_average(args) -> int:
     return 0
 
 
+def cmd_plot(args) -> int:
+    from .errors import SeqattnError
+    from .plot import plot_attention
+
+    if args.from_json:
+        try:
+            records = json.loads(open(args.from_json, encoding="utf-8").read())
+            rec = records[args.index]
+            src, tgt, att, text = rec["source_tokens"], rec["target_tokens"], rec["attention"], rec["translation"]
+            source = rec.get("source", "")
+        except FileNotFoundError:
+            raise SeqattnError(f"{args.from_json}: file not found") from None
+        except (ValueError, KeyError, IndexError, TypeError) as e:
+            raise SeqattnError(f"{args.from_json}: not an attention file from 'translate --attention' "
+                               f"or no record {args.index} ({type(e).__name__})") from None
+    else:
+        if not (args.model_dir and args.text):
+            raise SeqattnError("give MODEL_DIR and TEXT, or --from-json FILE")
+        from .translator import Translator
+
+        translator = Translator.load(args.model_dir, device=args.device)
+        r = translator.translate([args.text], attention=True, options=_search_options(args))[0]
+        src, tgt, att, text, source = r.src_tokens, r.tgt_tokens, r.attention, r.text, args.text
+    if att is None:
+        raise SeqattnError("this model has no attention (model.attention: none): nothing to plot")
+    try:
+        out = plot_attention(src, tgt, att, args.out, title=f"{source}  →  {text}" if source else text)
+    except ValueError as e:
+        raise SeqattnError(f"{args.out}: {e}") from None
+    print(out)
+    return 0
+
+
+def cmd_serve(args) -> int:
+    import uvicorn
+
+    from .serve.app import Limits, create_app
+    from .translator import Translator
+
+    translator = Translator.load(args.model_dir, device=args.device)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"seqattn: warning: listening on {args.host}: reachable from other machines, with no "
+              f"authentication", file=sys.stderr)
+    limits = Limits(max_body_bytes=args.max_body_bytes, max_chars=args.max_chars, max_texts=args.max_texts,
+                    max_beam=args.max_beam, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms)
+    uvicorn.run(create_app(translator, limits), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -251,6 +300,29 @@ def build_parser() -> argparse.ArgumentParser:
     av.add_argument("checkpoints", nargs="+")
     av.add_argument("--out", required=True, help="the averaged checkpoint (e.g. MODEL_DIR/averaged.pt)")
     av.set_defaults(func=cmd_average)
+
+    pl = sub.add_parser("plot", help="draw an attention heatmap (.png/.svg/.pdf)")
+    pl.add_argument("model_dir", nargs="?")
+    pl.add_argument("text", nargs="?", help="the sentence to translate and plot")
+    pl.add_argument("--from-json", metavar="FILE", help="plot a record of a 'translate --attention' file instead")
+    pl.add_argument("--index", type=int, default=0, help="which record of --from-json (0-based)")
+    pl.add_argument("--out", required=True, help="output image: .png, .svg or .pdf")
+    pl.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _add_search_args(pl, nbest=False)
+    pl.set_defaults(func=cmd_plot)
+
+    sv = sub.add_parser("serve", help="HTTP API and attention web page")
+    sv.add_argument("model_dir")
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    sv.add_argument("--max-body-bytes", type=int, default=1 << 20)
+    sv.add_argument("--max-chars", type=int, default=2000, help="characters per text")
+    sv.add_argument("--max-texts", type=int, default=64, help="texts per request")
+    sv.add_argument("--max-beam", type=int, default=10)
+    sv.add_argument("--max-batch", type=int, default=32, help="texts decoded together (dynamic batching)")
+    sv.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests")
+    sv.set_defaults(func=cmd_serve)
 
     d = sub.add_parser("demo", help="train and show a built-in task (no download)")
     d.add_argument("--task", default="dates", choices=["dates", "qa"])

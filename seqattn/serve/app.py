@@ -1,0 +1,132 @@
+"""The FastAPI app: POST /translate, GET /health, GET /info, and the attention page at GET /."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+
+from ..translator import SearchOptions, Translator
+from .batcher import Batcher
+
+STATIC = Path(__file__).parent / "static"
+
+
+@dataclass
+class Limits:
+    """What one request may ask for; over a limit is a 413 (body) or 422 (fields) naming the limit."""
+
+    max_body_bytes: int = 1 << 20
+    max_chars: int = 2000
+    max_texts: int = 64
+    max_beam: int = 10
+    max_batch: int = 32
+    max_wait_ms: float = 5.0
+
+
+class TranslateRequest(BaseModel):
+    """POST /translate body: one text or a list of texts, and how to decode them."""
+
+    text: str | None = None
+    texts: list[str] | None = None
+    beam: int = Field(1, ge=1)
+    nbest: int = Field(1, ge=1)
+    alpha: float = Field(0.0, ge=0.0, le=5.0)
+    attention: bool = False
+
+    model_config = {"extra": "forbid"}
+
+
+def _error(status: int, message: str, limit: str | None = None) -> JSONResponse:
+    body = {"error": message}
+    if limit:
+        body["limit"] = limit
+    return JSONResponse(status_code=status, content=body)
+
+
+def create_app(translator: Translator, limits: Limits | None = None) -> FastAPI:
+    """Return the app serving translator (loaded once) within limits."""
+    limits = limits or Limits()
+    app = FastAPI(title="seqattn", description="Recurrent seq2seq with Luong attention: translate and see "
+                                               "where the model looked.")
+
+    def decode(texts: list[str], options: SearchOptions, attention: bool):
+        return translator.translate_n(texts, attention=attention, options=options)
+
+    batcher = Batcher(decode, max_batch=limits.max_batch, max_wait_s=limits.max_wait_ms / 1000)
+    app.state.batcher = batcher
+    cfg = translator.cfg
+
+    @app.middleware("http")
+    async def bound_body(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > limits.max_body_bytes):
+            return _error(413, f"request body over {limits.max_body_bytes} bytes", "max_body_bytes")
+        if request.method == "POST" and length is None:
+            body = b""
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limits.max_body_bytes:
+                    return _error(413, f"request body over {limits.max_body_bytes} bytes", "max_body_bytes")
+            request._body = body  # starlette re-reads the cached body
+        return await call_next(request)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
+        return _error(422, f"invalid request: {where + ': ' if where else ''}{first.get('msg', 'malformed body')}")
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok"}
+
+    @app.get("/info")
+    async def info():
+        return {"model": {k: v for k, v in vars(cfg.model).items()},
+                "src_lang": cfg.data.src_lang, "tgt_lang": cfg.data.tgt_lang,
+                "src_vocab": len(translator.tok.src), "tgt_vocab": len(translator.tok.tgt),
+                "device": str(translator.device), "limits": vars(limits)}
+
+    @app.post("/translate")
+    async def translate(req: TranslateRequest):
+        if (req.text is None) == (req.texts is None):
+            return _error(422, "give exactly one of 'text' or 'texts'")
+        texts = [req.text] if req.text is not None else req.texts
+        if len(texts) > limits.max_texts:
+            return _error(422, f"{len(texts)} texts, at most {limits.max_texts} per request", "max_texts")
+        longest = max((len(t) for t in texts), default=0)
+        if longest > limits.max_chars:
+            return _error(422, f"a text has {longest} characters, at most {limits.max_chars}", "max_chars")
+        if req.beam > limits.max_beam:
+            return _error(422, f"beam {req.beam}, at most {limits.max_beam}", "max_beam")
+        if req.nbest > req.beam:
+            return _error(422, f"nbest {req.nbest} is larger than beam {req.beam}", "nbest <= beam")
+        if not texts:
+            return {"translations": []}
+        options = SearchOptions(beam=req.beam, nbest=req.nbest, alpha=req.alpha)
+        results = await batcher.submit(texts, options, req.attention)
+        out = []
+        for outs in results:
+            best = outs[0]
+            item = {"translation": best.text, "score": best.score}
+            if req.nbest > 1:
+                item["nbest"] = [{"translation": o.text, "score": o.score} for o in outs]
+            if req.attention:
+                item.update(source_tokens=best.src_tokens, target_tokens=best.tgt_tokens, attention=best.attention)
+            if best.truncated:
+                item["truncated"] = True
+            out.append(item)
+        return {"translations": out}
+
+    @app.get("/", include_in_schema=False)
+    async def index():
+        return FileResponse(STATIC / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
