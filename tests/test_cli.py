@@ -144,3 +144,19 @@ def test_demo_dates_reaches_the_target(tmp_path):
     png = tmp_path / "attention.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "Glyph" not in proc.stderr  # matplotlib warns "Glyph ... missing from font(s)" on empty boxes
+
+
+def test_plot_from_model_and_from_json(trained, tmp_path):
+    tmp, pairs, _ = trained
+    png = tmp_path / "a.png"
+    proc = run("plot", tmp / "model", pairs[0][0], "--out", png, "--beam", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    att = tmp_path / "att.json"
+    assert run("translate", tmp / "model", "--attention", att, stdin=pairs[1][0] + "\n").returncode == 0
+    svg = tmp_path / "a.svg"
+    proc = run("plot", "--from-json", att, "--out", svg)
+    assert proc.returncode == 0, proc.stderr
+    assert "<svg" in svg.read_text(encoding="utf-8")
+    assert_one_line_error(run("plot", "--from-json", att, "--index", "5", "--out", svg), "no record 5")
+    assert_one_line_error(run("plot", "--out", svg), "give MODEL_DIR and TEXT")
