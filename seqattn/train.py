@@ -197,7 +197,7 @@ class Trainer:
             raise SeqattnError(f"{self.dir / 'train_log.jsonl'}: cannot write ({e.strerror})") from None
         if self._tb is not None:
             for key, value in info.items():
-                if isinstance(value, (int, float)) and key not in ("step", "epoch"):
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in ("step", "epoch"):
                     self._tb.add_scalar(f"{kind}/{key}", value, info["step"])
         self.callback(kind, info)
 

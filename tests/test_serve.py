@@ -100,3 +100,16 @@ def test_concurrent_requests_are_batched(translator):
     got = asyncio.run(main())
     assert got == [r.text for r in t.translate([p[0] for p in pairs[:12]])]
     assert 1 <= app.state.batcher.model_calls < 12
+
+
+def test_chunked_body_under_the_limit_is_served(client, translator):
+    t, pairs = translator
+
+    def chunks():
+        yield b'{"text": "'
+        yield pairs[0][0].encode()
+        yield b'"}'
+
+    resp = client.post("/translate", content=chunks(), headers={"Content-Type": "application/json"})
+    assert resp.status_code == 200
+    assert resp.json()["translations"][0]["translation"] == t.translate([pairs[0][0]])[0].text

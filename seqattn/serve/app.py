@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -42,6 +42,41 @@ class TranslateRequest(BaseModel):
     model_config = {"extra": "forbid"}
 
 
+class BodyTooLarge(HTTPException):
+    """Raised while reading a body past the limit (an HTTPException, so FastAPI passes it through)."""
+
+    def __init__(self):
+        super().__init__(status_code=413)
+
+
+class BodyLimit:
+    """ASGI middleware: refuse a declared Content-Length over max_bytes at once, and stop reading a
+    streamed (chunked) body as soon as it passes max_bytes, so no request is held in memory whole."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            response = _error(413, f"request body over {self.max_bytes} bytes", "max_body_bytes")
+            return await response(scope, receive, send)
+        received = 0
+
+        async def limited_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge()
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
 def _error(status: int, message: str, limit: str | None = None) -> JSONResponse:
     body = {"error": message}
     if limit:
@@ -62,19 +97,11 @@ def create_app(translator: Translator, limits: Limits | None = None) -> FastAPI:
     app.state.batcher = batcher
     cfg = translator.cfg
 
-    @app.middleware("http")
-    async def bound_body(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > limits.max_body_bytes):
-            return _error(413, f"request body over {limits.max_body_bytes} bytes", "max_body_bytes")
-        if request.method == "POST" and length is None:
-            body = b""
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > limits.max_body_bytes:
-                    return _error(413, f"request body over {limits.max_body_bytes} bytes", "max_body_bytes")
-            request._body = body  # starlette re-reads the cached body
-        return await call_next(request)
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+
+    @app.exception_handler(BodyTooLarge)
+    async def too_large(request: Request, exc: BodyTooLarge):
+        return _error(413, f"request body over {limits.max_body_bytes} bytes", "max_body_bytes")
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
