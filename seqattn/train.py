@@ -55,6 +55,12 @@ class Prepared:
     dropped: int
 
 
+def _batches(src: list[list[int]], tgt: list[list[int]], batch_tokens: int) -> list[Batch]:
+    """Return the padded token batches of parallel id sequences."""
+    index = token_batches([len(x) for x in src], [len(y) for y in tgt], batch_tokens)
+    return [collate([src[i] for i in b], [tgt[i] for i in b]) for b in index]
+
+
 def prepare_data(cfg: Config, tok: Tokenizers | None) -> Prepared:
     """Return the data of cfg tokenized (training the tokenizers when tok is None), pre-batched."""
     d, t = cfg.data, cfg.train
@@ -66,14 +72,11 @@ def prepare_data(cfg: Config, tok: Tokenizers | None) -> Prepared:
     s_ids, t_ids = [s_ids[i] for i in keep], [t_ids[i] for i in keep]
     if not keep:
         raise SeqattnError(f"no training pair is within data.max_len={d.max_len} pieces (and non-empty)")
-    train = [collate([s_ids[i] for i in b], [t_ids[i] for i in b])
-             for b in token_batches([len(s) for s in s_ids], [len(x) for x in t_ids], t.batch_tokens)]
+    train = _batches(s_ids, t_ids, t.batch_tokens)
     valid, v_src, v_ref = [], [], []
     if d.valid_tsv or d.valid_src:
         v_src, v_ref = read_split(d.valid_src, d.valid_tgt, d.valid_tsv)
-        vs, vt = tok.src.encode(v_src), tok.tgt.encode(v_ref)
-        valid = [collate([vs[i] for i in b], [vt[i] for i in b])
-                 for b in token_batches([len(s) for s in vs], [len(x) for x in vt], t.batch_tokens)]
+        valid = _batches(tok.src.encode(v_src), tok.tgt.encode(v_ref), t.batch_tokens)
     return Prepared(tok, train, valid, v_src, v_ref, len(keep), len(src) - len(keep))
 
 

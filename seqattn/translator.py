@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,9 +121,7 @@ class Translator:
         generator = None
         if opt.sample and opt.seed is not None:
             generator = torch.Generator(self.device).manual_seed(opt.seed)
-        was_training = self.model.training
-        self.model.eval()
-        try:
+        with self._eval_mode():
             for start in range(0, len(order), batch_size):
                 idx = [rows[r] for r in order[start : start + batch_size]]
                 src, src_len = pad_sources([ids[i] for i in idx])
@@ -137,8 +136,6 @@ class Translator:
                                                       top_p=opt.top_p, generator=generator)]
                 for i, hyps in zip(idx, nbests):
                     results[i].extend(self._result(ids[i], h, attention, truncated[i]) for h in hyps)
-        finally:
-            self.model.train(was_training)
         return results
 
     @torch.no_grad()
@@ -152,9 +149,7 @@ class Translator:
         src_ids = [s[: self.cfg.data.max_len] for s in self.tok.src.encode(src_lines)]
         tgt_ids = self.tok.tgt.encode(tgt_lines)
         out: list[dict] = [{}] * len(src_ids)
-        was_training = self.model.training
-        self.model.eval()
-        try:
+        with self._eval_mode():
             for start in range(0, len(src_ids), batch_size):
                 idx = list(range(start, min(start + batch_size, len(src_ids))))
                 batch = collate([src_ids[i] for i in idx], [tgt_ids[i] for i in idx]).to(self.device)
@@ -165,9 +160,17 @@ class Translator:
                 sums, counts = (logp * real).sum(1).tolist(), real.sum(1).tolist()
                 for i, total, n in zip(idx, sums, counts):
                     out[i] = {"logprob": total, "tokens": n, "ppl": math.exp(-total / n)}
+        return out
+
+    @contextlib.contextmanager
+    def _eval_mode(self):
+        """Run the block with the model in eval mode (no dropout), restoring its mode after."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            yield
         finally:
             self.model.train(was_training)
-        return out
 
     def _result(self, src_ids: list[int], hyp, attention: bool, truncated: bool) -> Translation:
         """Return the Translation of one hypothesis."""

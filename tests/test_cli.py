@@ -10,9 +10,9 @@ import torch
 from conftest import reverse_pairs, write_tiny_config
 
 
-def run(*args, stdin=None, cwd=None):
+def run(*args, stdin=None, cwd=None, timeout=600):
     return subprocess.run([sys.executable, "-m", "seqattn", *map(str, args)], input=stdin, capture_output=True,
-                          text=True, cwd=cwd, timeout=300)
+                          text=True, cwd=cwd, timeout=timeout)
 
 
 def assert_one_line_error(proc, *fragments):
@@ -137,7 +137,8 @@ def test_bad_inputs_end_in_one_line_and_keep_the_checkpoint(trained, tmp_path):
 
 def test_demo_dates_reaches_the_target(tmp_path):
     # a step budget, not a time budget, so a loaded machine cannot fail it (the time target is a benchmark)
-    proc = run("demo", "--task", "dates", "--out", tmp_path, "--seconds", "900", "--steps", "450", "--json")
+    proc = run("demo", "--task", "dates", "--out", tmp_path, "--seconds", "1800", "--steps", "450", "--json",
+               timeout=1800)
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads(proc.stdout.strip().splitlines()[-1])
     assert metrics["exact"] >= 98.0
