@@ -48,15 +48,15 @@ def number_words(n: int) -> str:
 
 
 def qa(n: int, rng: random.Random) -> list[tuple[str, str]]:
-    """Return n (question in words, answer in digits) pairs about sums, differences and products."""
+    """Return n (question in words, answer in digits) pairs: sums and differences of 0..20, products of 0..10."""
     pairs = []
     for _ in range(n):
         op = rng.choice(["plus", "minus", "times"])
         if op == "times":
-            a, b = rng.randint(0, 12), rng.randint(0, 12)
+            a, b = rng.randint(0, 10), rng.randint(0, 10)
             ans = a * b
         else:
-            a, b = rng.randint(0, 50), rng.randint(0, 50)
+            a, b = rng.randint(0, 20), rng.randint(0, 20)
             if op == "minus" and b > a:
                 a, b = b, a
             ans = a + b if op == "plus" else a - b
