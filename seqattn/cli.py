@@ -96,6 +96,13 @@ def _add_search_args(p: argparse.ArgumentParser, nbest: bool) -> None:
         p.set_defaults(nbest=1, num_samples=1)
 
 
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model_dir")
+    p.add_argument("--checkpoint", help="checkpoint file in the model directory, or any path (default best.pt)")
+    p.add_argument("--batch-size", type=int, default=64, help="sentences decoded together")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+
+
 def cmd_translate(args) -> int:
     from .translator import Translator
 
@@ -151,7 +158,7 @@ def cmd_score(args) -> int:
     from .translator import Translator
 
     src, tgt = read_parallel(args.src, args.tgt)
-    translator = Translator.load(args.model_dir, device=args.device)
+    translator = Translator.load(args.model_dir, device=args.device, checkpoint=args.checkpoint)
     scores = translator.forced_scores(src, tgt, batch_size=args.batch_size)
     if args.json:
         print(json.dumps([{"line": n, **s} for n, s in enumerate(scores, 1)]))
@@ -266,34 +273,26 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     tr = sub.add_parser("translate", help="translate stdin or --input with a trained model")
-    tr.add_argument("model_dir")
+    _add_model_args(tr)
     tr.add_argument("--input", "-i", help="input file (.txt or .gz); default stdin")
     tr.add_argument("--attention", metavar="FILE.json", help="write tokens and attention matrices as JSON")
-    tr.add_argument("--batch-size", type=int, default=64)
-    tr.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    tr.add_argument("--checkpoint", help="checkpoint file in (or path outside) the model directory")
     _add_search_args(tr, nbest=True)
     tr.set_defaults(func=cmd_translate)
 
     e = sub.add_parser("evaluate", help="BLEU, chrF and exact match of a model on a test set")
-    e.add_argument("model_dir")
+    _add_model_args(e)
     e.add_argument("--src", required=True)
     e.add_argument("--ref", required=True)
     e.add_argument("--output", "-o", help="also write the translations here")
     e.add_argument("--json", action="store_true", help="print the metrics as one JSON line")
-    e.add_argument("--batch-size", type=int, default=64)
-    e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    e.add_argument("--checkpoint", help="checkpoint file in (or path outside) the model directory")
     _add_search_args(e, nbest=False)
     e.set_defaults(func=cmd_evaluate)
 
     sc = sub.add_parser("score", help="per-sentence log-probability and perplexity under forced decoding")
-    sc.add_argument("model_dir")
+    _add_model_args(sc)
     sc.add_argument("--src", required=True)
     sc.add_argument("--tgt", required=True)
     sc.add_argument("--json", action="store_true", help="JSON instead of TSV")
-    sc.add_argument("--batch-size", type=int, default=64)
-    sc.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     sc.set_defaults(func=cmd_score)
 
     av = sub.add_parser("average", help="average the weights of checkpoints (e.g. MODEL_DIR/step_*.pt)")

@@ -125,7 +125,7 @@ def beam_search(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_le
     done = [False] * b
     n_src = src_len.tolist()
 
-    def finalize(i: int, row: int, ids: torch.Tensor, att: torch.Tensor | None, logp: float, ended: bool):
+    def finalize(i: int, ids: torch.Tensor, att: torch.Tensor | None, logp: float, ended: bool) -> None:
         length = ids.numel() + (1 if ended else 0)
         finished[i].append(Hypothesis(ids.tolist(), logp / length_penalty(length, alpha),
                                       None if att is None else att[: length, : n_src[i]].float().cpu(), ended))
@@ -145,7 +145,7 @@ def beam_search(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_le
         for i, j in (is_eos[:, :k] & torch.isfinite(top_scores[:, :k])).nonzero().tolist():
             if not done[i]:
                 row = i * k + int(top_beam[i, j])
-                finalize(i, row, history[row], None if att_history is None else att_history[row],
+                finalize(i, history[row], None if att_history is None else att_history[row],
                          float(top_scores[i, j]), True)
         # the k best that go on
         alive_scores, pick = top_scores.masked_fill(is_eos, float("-inf")).topk(k, dim=-1)
@@ -168,7 +168,7 @@ def beam_search(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_le
                 for j in range(k):
                     if torch.isfinite(scores[i, j]):
                         row = i * k + j
-                        finalize(i, row, history[row], None if att_history is None else att_history[row],
+                        finalize(i, history[row], None if att_history is None else att_history[row],
                                  float(scores[i, j]), False)
                 done[i] = True
         if all(done):
