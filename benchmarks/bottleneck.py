@@ -64,18 +64,20 @@ def main() -> int:
         per_bucket = []
         for lo, hi in BUCKETS:
             idx = [i for i, n in enumerate(lengths) if lo <= n <= hi]
-            bleu = sacrebleu.corpus_bleu([hyps[i] for i in idx], [[ref[i] for i in idx]]).score if idx else 0.0
+            bleu = sacrebleu.corpus_bleu([hyps[i] for i in idx], [[ref[i] for i in idx]]).score if idx else None
             per_bucket.append((len(idx), bleu))
         overall = sacrebleu.corpus_bleu(hyps, [ref]).score
         rows.append((score, per_bucket, overall))
-        series[score] = ([bucket_name(lo, hi) for lo, hi in BUCKETS], [b for _, b in per_bucket])
+        kept = [(bucket_name(lo, hi), b) for (lo, hi), (_, b) in zip(BUCKETS, per_bucket) if b is not None]
+        series[score] = ([name for name, _ in kept], [b for _, b in kept])
     counts = [n for n, _ in rows[0][1]]
     head = " | ".join(f"{bucket_name(lo, hi)} words ({n})" for (lo, hi), n in zip(BUCKETS, counts))
     print(f"Multi30k test2016 greedy BLEU by source length, {args.steps} steps each, {datetime.date.today()}")
     print(f"| attention | {head} | all |")
     print("|---" * (len(BUCKETS) + 2) + "|")
     for score, per_bucket, overall in rows:
-        print(f"| {score} | " + " | ".join(f"{b:.1f}" for _, b in per_bucket) + f" | {overall:.1f} |")
+        cells = " | ".join("–" if b is None else f"{b:.1f}" for _, b in per_bucket)
+        print(f"| {score} | {cells} | {overall:.1f} |")
     results = ROOT / "benchmarks" / "results"
     results.mkdir(parents=True, exist_ok=True)
     png = plot_curves(series, results / "bottleneck.png", "source length (words)", "test2016 BLEU (greedy)",
