@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # torch is pinned and installed before the package so that no CUDA build is pulled in.
 TORCH  := torch==2.13.0
 
-.PHONY: install fonts browser demo test lint bench clean
+.PHONY: install install-test fonts browser demo test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,8 @@ $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 	touch $@
 
 install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test
 
 # Korean text in attention heatmaps needs a CJK font; install it where we can (root + apt-get).
 fonts:
