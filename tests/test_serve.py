@@ -4,13 +4,13 @@ import asyncio
 
 import httpx
 import pytest
+from conftest import reverse_pairs, write_tiny_config
 from fastapi.testclient import TestClient
 
-from conftest import reverse_pairs, write_tiny_config
 from seqattn.config import load_config
 from seqattn.serve.app import Limits, create_app
 from seqattn.train import Trainer
-from seqattn.translator import Translator
+from seqattn.translator import SearchOptions, Translator
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +47,7 @@ def test_translate_fields(client, translator):
     assert len(many) == 3
     for item, (s, _) in zip(many, pairs[:3]):
         assert len(item["nbest"]) == 2 and item["nbest"][0]["translation"] == item["translation"]
+        assert item["translation"] == t.translate([s], options=SearchOptions(beam=3, nbest=2, alpha=0.6))[0].text
         assert item["nbest"][0]["score"] >= item["nbest"][1]["score"]
         assert len(item["attention"]) == len(item["target_tokens"])
         assert all(len(row) == len(item["source_tokens"]) for row in item["attention"])

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import reverse_pairs, write_tiny_config
+
 from seqattn.config import load_config
 from seqattn.serve.app import create_app
 from seqattn.train import Trainer
