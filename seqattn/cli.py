@@ -351,11 +351,15 @@ def main(argv: list[str] | None = None) -> int:
     except SeqattnError as e:
         print(f"seqattn: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        return 1
     except KeyboardInterrupt:
         print("seqattn: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        return 1
+    except OSError as e:  # an output path the user gave that cannot be written (permissions, full disk)
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        print(f"seqattn: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

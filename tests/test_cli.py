@@ -131,6 +131,10 @@ def test_bad_inputs_end_in_one_line_and_keep_the_checkpoint(trained, tmp_path):
     (broken / "last.pt").write_bytes(last[: len(last) // 2])
     assert_one_line_error(run("translate", broken, stdin="x\n"), "last.pt: not a valid seqattn checkpoint")
 
+    # an output path that cannot be written
+    assert_one_line_error(run("translate", tmp / "model", "--attention", tmp_path / "no" / "a.json", stdin="x\n"),
+                          "No such file or directory")
+
     assert (tmp / "model" / "last.pt").read_bytes() == last
     assert (tmp / "model" / "best.pt").read_bytes() == best
 
