@@ -20,10 +20,9 @@ class Hypothesis:
     finished: bool                  # reached <eos> (else stopped at the length limit)
 
 
-def max_lengths(src_len: torch.Tensor, ratio: float, cap: int | None = None) -> torch.Tensor:
-    """Return each sentence's output limit (batch): ratio x source length + 10, at most cap."""
-    limit = (src_len.float() * ratio).long() + 10
-    return limit.clamp(max=cap) if cap else limit
+def max_lengths(src_len: torch.Tensor, ratio: float) -> torch.Tensor:
+    """Return each sentence's output limit (batch): ratio x source length (batch) + 10."""
+    return (src_len.float() * ratio).long() + 10
 
 
 def length_penalty(length: torch.Tensor | int, alpha: float):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import torch
 
 from .checkpoint import load_checkpoint
 from .config import Config, load_config
-from .data.batching import pad_sources
+from .data.batching import collate, pad_sources
 from .data.tokenizer import PAD, Tokenizers
 from .device import autocast, pick_device
 from .errors import SeqattnError
@@ -142,10 +143,6 @@ class Translator:
     def forced_scores(self, src_lines: list[str], tgt_lines: list[str], batch_size: int = 64) -> list[dict]:
         """Return, per pair, the log-probability of the target under teacher forcing (forced decoding),
         its token count (<eos> included) and perplexity: {'logprob', 'tokens', 'ppl'}."""
-        import math
-
-        from .data.batching import collate
-
         src_ids = [s[: self.cfg.data.max_len] for s in self.tok.src.encode(src_lines)]
         tgt_ids = self.tok.tgt.encode(tgt_lines)
         out: list[dict] = [{}] * len(src_ids)
