@@ -26,6 +26,7 @@ class DataConfig:
     tgt_lang: str = "tgt"
     vocab_size: int = 8000            # SentencePiece pieces (a soft limit on small data)
     joint_vocab: bool = True          # one SentencePiece model for both sides
+    spm_model: str | None = None      # use this existing SentencePiece model (joint) instead of training one
     max_len: int = 100                # training pairs longer than this (pieces) are dropped
 
 

@@ -101,19 +101,20 @@ def greedy(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_len: to
 
 @torch.no_grad()
 def beam_search(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_len: torch.Tensor, beam: int,
-                alpha: float = 0.0, nbest: int = 1) -> list[list[Hypothesis]]:
+                alpha: float = 0.0, nbest: int = 1, attention: bool = True) -> list[list[Hypothesis]]:
     """Return the nbest hypotheses of each sentence (best first), batched beam search of width beam.
 
-    All sentences and beams run as one batch x beam tensor per step. A hypothesis that ends in <eos>
-    among the top `beam` candidates is set aside with score logp / length_penalty(len, alpha); a
-    sentence is done when it has `beam` finished hypotheses or reaches its limit max_len (batch).
-    With beam 1 this is exactly greedy search.
+    All unfinished sentences and their beams run as one (active x beam) batch per step. A hypothesis
+    that ends in <eos> among the top `beam` candidates is set aside with score
+    logp / length_penalty(len, alpha); a sentence is done when it has `beam` finished hypotheses or
+    reaches its limit max_len (batch), and its rows then leave the batch. With beam 1 this is exactly
+    greedy search. attention=False skips tracking the weights (Hypothesis.attention is None).
     """
     if not 1 <= nbest <= beam:
         raise ValueError(f"nbest must be in 1..beam ({beam}), got {nbest}")
     b, k, device = src.size(0), beam, src.device
     enc = model.encode(src, src_len)
-    enc = enc.select(torch.arange(b, device=device).repeat_interleave(k))  # row = sentence * k + beam
+    enc = enc.select(torch.arange(b, device=device).repeat_interleave(k))  # row = active index * k + beam
     y, feed = _start(model, enc, b * k)
     state, limit = enc.state, max_len.tolist()
     scores = torch.full((b, k), float("-inf"), device=device)
@@ -121,7 +122,7 @@ def beam_search(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_le
     history = torch.empty(b * k, 0, dtype=torch.long, device=device)
     att_history = None
     finished: list[list[Hypothesis]] = [[] for _ in range(b)]
-    done = [False] * b
+    active = list(range(b))                             # the sentence of each active index
     n_src = src_len.tolist()
 
     def finalize(i: int, ids: torch.Tensor, att: torch.Tensor | None, logp: float, ended: bool) -> None:
@@ -130,46 +131,53 @@ def beam_search(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_le
                                       None if att is None else att[: length, : n_src[i]].float().cpu(), ended))
 
     for t in range(max(limit)):
+        n = len(active)
         logits, state, feed, alpha_t = model.decoder.step(y, state, enc.memory, enc.keys, enc.mask, feed)
-        logp = torch.log_softmax(logits.float(), dim=-1)                # (b*k) x V
+        logp = torch.log_softmax(logits.float(), dim=-1)                # (n*k) x V
         v = logp.size(-1)
-        cand = (scores.unsqueeze(-1) + logp.view(b, k, v)).view(b, k * v)
+        cand = (scores.unsqueeze(-1) + logp.view(n, k, v)).view(n, k * v)
         top_scores, top_idx = cand.topk(2 * k, dim=-1)                 # at most k of them are <eos>
         top_tok, top_beam = top_idx % v, top_idx // v
         is_eos = top_tok == EOS
-        if alpha_t is not None:
+        if attention and alpha_t is not None:
             step_att = alpha_t.unsqueeze(1)
             att_history = step_att if att_history is None else torch.cat([att_history, step_att], 1)
         # hypotheses that end here: <eos> among the top k candidates
         for i, j in (is_eos[:, :k] & torch.isfinite(top_scores[:, :k])).nonzero().tolist():
-            if not done[i]:
-                row = i * k + int(top_beam[i, j])
-                finalize(i, history[row], None if att_history is None else att_history[row],
-                         float(top_scores[i, j]), True)
+            row = i * k + int(top_beam[i, j])
+            finalize(active[i], history[row], None if att_history is None else att_history[row],
+                     float(top_scores[i, j]), True)
         # the k best that go on
         alive_scores, pick = top_scores.masked_fill(is_eos, float("-inf")).topk(k, dim=-1)
-        tok = top_tok.gather(1, pick)
-        origin = (top_beam.gather(1, pick) + torch.arange(b, device=device).unsqueeze(1) * k).view(-1)
+        tok = top_tok.gather(1, pick).view(-1)
+        origin = (top_beam.gather(1, pick) + torch.arange(n, device=device).unsqueeze(1) * k).view(-1)
         history = torch.cat([history.index_select(0, origin), tok.view(-1, 1)], 1)
+        keep = []
+        for i, sent in enumerate(active):
+            if len(finished[sent]) >= k:
+                continue
+            if t + 1 >= limit[sent]:   # out of length: the best alive ones end here, unfinished
+                for j in range(k):
+                    if torch.isfinite(alive_scores[i, j]):
+                        row = i * k + j
+                        finalize(sent, history[row], None if att_history is None else att_history[origin[row]],
+                                 float(alive_scores[i, j]), False)
+                continue
+            keep.append(i)
+        if not keep:
+            break
+        if len(keep) < n:   # finished sentences leave the batch
+            kept = torch.tensor(keep, device=device)
+            rows = (kept.unsqueeze(1) * k + torch.arange(k, device=device)).view(-1)
+            enc = enc.select(rows)
+            origin, history, tok = origin[rows], history[rows], tok[rows]
+            alive_scores = alive_scores.index_select(0, kept)
+            active = [active[i] for i in keep]
         if att_history is not None:
             att_history = att_history.index_select(0, origin)
         state = tuple(s.index_select(1, origin) for s in state) if isinstance(state, tuple) \
             else state.index_select(1, origin)
         if feed is not None:
             feed = feed.index_select(0, origin)
-        scores, y = alive_scores, tok.view(-1)
-        for i in range(b):
-            if done[i]:
-                continue
-            if len(finished[i]) >= k:
-                done[i] = True
-            elif t + 1 >= limit[i]:   # out of length: the best alive ones end here, unfinished
-                for j in range(k):
-                    if torch.isfinite(scores[i, j]):
-                        row = i * k + j
-                        finalize(i, history[row], None if att_history is None else att_history[row],
-                                 float(scores[i, j]), False)
-                done[i] = True
-        if all(done):
-            break
+        scores, y = alive_scores, tok
     return [sorted(f, key=lambda h: -h.score)[:nbest] for f in finished]

@@ -66,7 +66,7 @@ def prepare_data(cfg: Config, tok: Tokenizers | None) -> Prepared:
     d, t = cfg.data, cfg.train
     src, tgt = read_split(d.train_src, d.train_tgt, d.train_tsv)
     if tok is None:
-        tok = Tokenizers.train(src, tgt, d.vocab_size, d.joint_vocab)
+        tok = Tokenizers.train(src, tgt, d.vocab_size, d.joint_vocab, d.spm_model and Path(d.spm_model))
     s_ids, t_ids = tok.src.encode(src), tok.tgt.encode(tgt)
     keep = [i for i in range(len(s_ids)) if 0 < len(t_ids[i]) < d.max_len and len(s_ids[i]) < d.max_len]
     s_ids, t_ids = [s_ids[i] for i in keep], [t_ids[i] for i in keep]
@@ -140,7 +140,8 @@ class Trainer:
         except OSError as e:
             raise SeqattnError(f"{self.dir}: cannot write config.yaml ({e.strerror})") from None
         self.model = build_model(cfg, self.data.tok).to(self.device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.train.lr)
+        # fused: one kernel over all parameters (CPU and CUDA), about half the time of the per-tensor loop
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.train.lr, fused=True)
         if cfg.train.schedule == "plateau":
             mode = "max" if HIGHER_IS_BETTER[cfg.train.valid_metric] else "min"
             self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(

@@ -130,7 +130,8 @@ class Translator:
                 src = src.to(self.device)
                 with autocast(self.device):
                     if opt.beam > 1:
-                        nbests = beam_search(self.model, src, src_len, limit, opt.beam, opt.alpha, opt.nbest)
+                        nbests = beam_search(self.model, src, src_len, limit, opt.beam, opt.alpha, opt.nbest,
+                                              attention=attention)
                     else:
                         nbests = [[h] for h in greedy(self.model, src, src_len, limit, sample=opt.sample,
                                                       temperature=opt.temperature, top_k=opt.top_k,

@@ -7,7 +7,7 @@ import torch
 
 from seqattn.data.batching import collate, token_batches
 from seqattn.data.corpus import read_lines, read_parallel, read_tsv
-from seqattn.data.tokenizer import EOS, PAD, SOS, UNK, Tokenizer, Tokenizers
+from seqattn.data.tokenizer import EOS, PAD, SOS, UNK, TargetView, Tokenizer, Tokenizers
 from seqattn.errors import SeqattnError
 
 
@@ -62,6 +62,54 @@ def test_tokenizer_specials_round_trip_and_save(tmp_path):
     separate.save(tmp_path / "x")
     assert (tmp_path / "x" / "src.model").exists() and (tmp_path / "x" / "tgt.model").exists()
     assert not Tokenizers.load(tmp_path / "x").joint
+
+
+def test_target_view_covers_only_target_pieces(tmp_path):
+    src = ["ein hund läuft schnell", "zwei katzen schlafen", "der vogel singt"] * 10
+    tgt = ["a dog runs fast", "two cats sleep", "the bird sings"] * 10
+    toks = Tokenizers.train(src, tgt, vocab_size=60, joint=True)
+    view, base = toks.tgt, toks.src
+    assert isinstance(view, TargetView) and toks.joint
+    used = set().union(*base.encode(tgt))
+    assert len(view) == len(used | {PAD, UNK, SOS, EOS}) < len(base)       # German-only pieces are left out
+    assert view.pieces([PAD, UNK, SOS, EOS]) == ["<pad>", "<unk>", "<sos>", "<eos>"]
+    ids = view.encode(["two cats sleep"])[0]
+    assert max(ids) < len(view) and view.decode(ids) == "two cats sleep"
+    assert view.pieces(ids) == base.pieces(base.encode(["two cats sleep"])[0])
+    assert UNK in view.encode(["läuft"])[0]                               # ä: a source-only piece
+    toks.save(tmp_path)
+    again = Tokenizers.load(tmp_path)
+    assert again.tgt.keep == view.keep and again.tgt.encode(tgt[:3]) == view.encode(tgt[:3])
+    (tmp_path / "tgt_pieces.txt").unlink()                                 # a model from before the view
+    assert len(Tokenizers.load(tmp_path).tgt) == len(base)
+
+
+def test_target_view_file_errors_name_the_line(tmp_path):
+    base = Tokenizer.train(["abc abc", "cab bca"] * 10, vocab_size=20)
+    (tmp_path / "v.txt").write_text("0\t<pad>\n1\t<unk>\n2\t<sos>\n3\t<eos>\n9\tx\n5\ty\n")
+    with pytest.raises(SeqattnError, match=r"v.txt:6: expected increasing piece ids"):
+        TargetView.load(base, tmp_path / "v.txt")
+    (tmp_path / "v.txt").write_text("0\t<pad>\n1\t<unk>\n2\t<sos>\n3\t<eos>\n9999\tx\n")
+    with pytest.raises(SeqattnError, match=r"v.txt:5: .* below"):
+        TargetView.load(base, tmp_path / "v.txt")
+
+
+def test_adopt_renumbers_an_existing_sentencepiece_model(tmp_path):
+    import sentencepiece as spm
+
+    lines = ["ein hund läuft schnell", "a dog runs fast", "zwei katzen", "two cats"] * 20
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_prefix=str(tmp_path / "own"),
+                                   vocab_size=25, minloglevel=2)   # sentencepiece's own ids: unk 0, <s> 1, </s> 2
+    own = spm.SentencePieceProcessor(model_file=str(tmp_path / "own.model"))
+    tok = Tokenizer.adopt(tmp_path / "own.model")
+    assert tok.pieces([PAD, UNK, SOS, EOS]) == ["<pad>", "<unk>", "<sos>", "<eos>"]
+    assert len(tok) == own.GetPieceSize() + 1                    # the same pieces plus <pad>
+    text = ["zwei hunde laufen", "two dogs run"]
+    assert [tok.pieces(ids) for ids in tok.encode(text)] == own.Encode(text, out_type=str)
+    assert tok.decode(tok.encode(text)[0]) == text[0]
+    (tmp_path / "junk.model").write_bytes(b"not a model")
+    with pytest.raises(SeqattnError, match="junk.model: not a valid SentencePiece model"):
+        Tokenizer.adopt(tmp_path / "junk.model")
 
 
 def test_unknown_characters_map_to_unk():

@@ -50,6 +50,32 @@ class Tokenizer:
         except FileNotFoundError:
             raise SeqattnError(f"{path}: tokenizer file not found") from None
 
+    @classmethod
+    def adopt(cls, path: Path) -> Tokenizer:
+        """Return an existing SentencePiece model (any special ids) renumbered to <pad> <unk> <sos> <eos> = 0..3.
+
+        Its pieces and scores are kept, so text splits into exactly the same pieces as with the original.
+        """
+        from sentencepiece import sentencepiece_model_pb2 as pb
+
+        try:
+            model = pb.ModelProto()
+            model.ParseFromString(Path(path).read_bytes())
+        except FileNotFoundError:
+            raise SeqattnError(f"{path}: SentencePiece model not found") from None
+        except Exception:
+            raise SeqattnError(f"{path}: not a valid SentencePiece model") from None
+        special = (pb.ModelProto.SentencePiece.UNKNOWN, pb.ModelProto.SentencePiece.CONTROL)
+        kept = [p for p in model.pieces if p.type not in special]
+        del model.pieces[:]
+        for name, kind in zip(SPECIALS, ("CONTROL", "UNKNOWN", "CONTROL", "CONTROL")):
+            model.pieces.add(piece=name, score=0.0, type=getattr(pb.ModelProto.SentencePiece, kind))
+        model.pieces.extend(kept)
+        spec = model.trainer_spec
+        spec.pad_id, spec.unk_id, spec.bos_id, spec.eos_id = PAD, UNK, SOS, EOS
+        spec.pad_piece, spec.unk_piece, spec.bos_piece, spec.eos_piece = SPECIALS
+        return cls(model.SerializeToString(), path)
+
     def save(self, path: Path) -> None:
         """Write the model to path (and a readable .vocab beside it)."""
         path.write_bytes(self.proto)
@@ -72,37 +98,91 @@ class Tokenizer:
         return self.sp.Decode(ids)
 
 
-@dataclass
-class Tokenizers:
-    """The source and target tokenizers of a model (the same object when joint)."""
+class TargetView:
+    """The pieces of a joint tokenizer that the target side uses, renumbered 0..n-1 (specials first).
 
-    src: Tokenizer
-    tgt: Tokenizer
+    With a joint vocabulary about half the pieces never occur in target text; the decoder's
+    embedding and output layer only cover this view, which halves the largest matrix product
+    of training and decoding. Ids outside the view encode as <unk>.
+    """
+
+    def __init__(self, base: Tokenizer, keep: list[int]):
+        self.base, self.keep = base, keep                # keep: sorted base ids, starting 0, 1, 2, 3
+        self.to_view = {b: i for i, b in enumerate(keep)}
 
     @classmethod
-    def train(cls, src_lines: list[str], tgt_lines: list[str], vocab_size: int, joint: bool) -> Tokenizers:
-        """Return tokenizers trained on the training text."""
-        if joint:
-            tok = Tokenizer.train(src_lines + tgt_lines, vocab_size)
-            return cls(tok, tok)
+    def of(cls, base: Tokenizer, tgt_ids: list[list[int]]) -> TargetView:
+        """Return the view of the base ids that occur in tgt_ids (plus the specials)."""
+        return cls(base, sorted(set(range(len(SPECIALS))).union(*tgt_ids)))
+
+    def __len__(self) -> int:
+        return len(self.keep)
+
+    def encode(self, lines: list[str]) -> list[list[int]]:
+        """Return the view ids of each line (no <sos>/<eos>)."""
+        get = self.to_view.get
+        return [[get(i, UNK) for i in ids] for ids in self.base.encode(lines)]
+
+    def pieces(self, ids: list[int]) -> list[str]:
+        return self.base.pieces([self.keep[i] for i in ids])
+
+    def decode(self, ids: list[int]) -> str:
+        return self.base.decode([self.keep[i] for i in ids])
+
+    def save(self, path: Path) -> None:
+        """Write the kept base ids, one `id<TAB>piece` a line."""
+        path.write_text("".join(f"{i}\t{p}\n" for i, p in zip(self.keep, self.base.pieces(self.keep))),
+                        encoding="utf-8")
+
+    @classmethod
+    def load(cls, base: Tokenizer, path: Path) -> TargetView:
+        """Return the view saved at path; raise SeqattnError naming the line of a bad entry."""
+        keep = []
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            field = line.split("\t", 1)[0]
+            if not field.isdigit() or int(field) >= len(base) or (keep and int(field) <= keep[-1]):
+                raise SeqattnError(f"{path}:{n}: expected increasing piece ids below {len(base)}, got {field!r}")
+            keep.append(int(field))
+        if keep[: len(SPECIALS)] != list(range(len(SPECIALS))):
+            raise SeqattnError(f"{path}: the first ids must be the specials 0..{len(SPECIALS) - 1}")
+        return cls(base, keep)
+
+
+@dataclass
+class Tokenizers:
+    """The source and target tokenizers of a model; when joint, tgt is a TargetView of src."""
+
+    src: Tokenizer
+    tgt: Tokenizer | TargetView
+
+    @classmethod
+    def train(cls, src_lines: list[str], tgt_lines: list[str], vocab_size: int, joint: bool,
+              spm_model: Path | None = None) -> Tokenizers:
+        """Return tokenizers trained on the training text (or adopted from spm_model, joint)."""
+        if joint or spm_model:
+            tok = Tokenizer.adopt(spm_model) if spm_model else Tokenizer.train(src_lines + tgt_lines, vocab_size)
+            return cls(tok, TargetView.of(tok, tok.encode(tgt_lines)))
         return cls(Tokenizer.train(src_lines, vocab_size), Tokenizer.train(tgt_lines, vocab_size))
 
     @property
     def joint(self) -> bool:
-        return self.src is self.tgt
+        return self.src is getattr(self.tgt, "base", self.tgt)
 
     def save(self, model_dir: Path) -> None:
-        """Write spm.model (joint) or src.model + tgt.model into model_dir."""
+        """Write spm.model + tgt_pieces.txt (joint) or src.model + tgt.model into model_dir."""
         if self.joint:
             self.src.save(model_dir / "spm.model")
+            if isinstance(self.tgt, TargetView):
+                self.tgt.save(model_dir / "tgt_pieces.txt")
         else:
             self.src.save(model_dir / "src.model")
             self.tgt.save(model_dir / "tgt.model")
 
     @classmethod
     def load(cls, model_dir: Path) -> Tokenizers:
-        """Return the tokenizers saved in model_dir."""
+        """Return the tokenizers saved in model_dir (a joint one without tgt_pieces.txt uses every piece)."""
         if (model_dir / "spm.model").exists():
             tok = Tokenizer.load(model_dir / "spm.model")
-            return cls(tok, tok)
+            view = model_dir / "tgt_pieces.txt"
+            return cls(tok, TargetView.load(tok, view) if view.exists() else tok)
         return cls(Tokenizer.load(model_dir / "src.model"), Tokenizer.load(model_dir / "tgt.model"))

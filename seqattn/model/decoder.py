@@ -7,6 +7,7 @@ from torch import nn
 
 from ..data.tokenizer import PAD
 from .attention import Attention
+from .dropout import Dropout
 from .encoder import RNNS
 
 
@@ -22,7 +23,7 @@ class Decoder(nn.Module):
         self.rnn = RNNS[rnn](in_size, hidden_size, layers, batch_first=True, dropout=dropout if layers > 1 else 0.0)
         self.attention = None if attention == "none" else Attention(attention, hidden_size, memory_size)
         self.combine = None if attention == "none" else nn.Linear(memory_size + hidden_size, hidden_size)  # W_c, b_c
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.out = nn.Linear(hidden_size, vocab_size)  # W_y, b_y
         if tie_embeddings:
             self.out.weight = self.embed.weight

@@ -7,6 +7,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..data.tokenizer import PAD
+from .dropout import Dropout
 
 RNNS = {"lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -20,7 +21,7 @@ class Encoder(nn.Module):
         self.embed = nn.Embedding(vocab_size, emb_size, padding_idx=PAD)
         self.rnn = RNNS[rnn](emb_size, hidden_size, layers, batch_first=True, bidirectional=bidirectional,
                              dropout=dropout if layers > 1 else 0.0)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.layers, self.directions = layers, 2 if bidirectional else 1
         self.out_size = hidden_size * self.directions
 
