@@ -101,13 +101,16 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", help="checkpoint file in the model directory, or any path (default best.pt)")
     p.add_argument("--batch-size", type=int, default=64, help="sentences decoded together")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--quantize", choices=["int8"], help="int8 dynamic quantization of the linear and LSTM "
+                   "layers (CPU decoding: about 2x faster)")
 
 
 def cmd_translate(args) -> int:
     from .translator import Translator
 
     options = _search_options(args)
-    translator = Translator.load(args.model_dir, device=args.device, checkpoint=args.checkpoint)
+    translator = Translator.load(args.model_dir, device=args.device, checkpoint=args.checkpoint,
+                                 quantize=args.quantize)
     lines = _read_input(args.input)
     results = translator.translate_n(lines, batch_size=args.batch_size, attention=bool(args.attention),
                                      options=options)
@@ -136,7 +139,8 @@ def cmd_evaluate(args) -> int:
 
     options = _search_options(args)
     src, ref = read_parallel(args.src, args.ref)
-    translator = Translator.load(args.model_dir, device=args.device, checkpoint=args.checkpoint)
+    translator = Translator.load(args.model_dir, device=args.device, checkpoint=args.checkpoint,
+                                 quantize=args.quantize)
     hyps = [r.text for r in translator.translate(src, batch_size=args.batch_size, options=options)]
     metrics = score(hyps, ref)
     if args.output:
@@ -158,7 +162,8 @@ def cmd_score(args) -> int:
     from .translator import Translator
 
     src, tgt = read_parallel(args.src, args.tgt)
-    translator = Translator.load(args.model_dir, device=args.device, checkpoint=args.checkpoint)
+    translator = Translator.load(args.model_dir, device=args.device, checkpoint=args.checkpoint,
+                                 quantize=args.quantize)
     scores = translator.forced_scores(src, tgt, batch_size=args.batch_size)
     if args.json:
         print(json.dumps([{"line": n, **s} for n, s in enumerate(scores, 1)]))
@@ -218,7 +223,7 @@ def cmd_serve(args) -> int:
     from .serve.app import Limits, create_app
     from .translator import Translator
 
-    translator = Translator.load(args.model_dir, device=args.device)
+    translator = Translator.load(args.model_dir, device=args.device, quantize=args.quantize)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"seqattn: warning: listening on {args.host}: reachable from other machines, with no "
               f"authentication", file=sys.stderr)
@@ -315,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    sv.add_argument("--quantize", choices=["int8"], help="int8 dynamic quantization (CPU)")
     sv.add_argument("--max-body-bytes", type=int, default=1 << 20)
     sv.add_argument("--max-chars", type=int, default=2000, help="characters per text")
     sv.add_argument("--max-texts", type=int, default=64, help="texts per request")
@@ -362,5 +368,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def entry() -> None:
+    """The `seqattn` command: main(), flush, then leave without the interpreter's teardown, which
+    takes about 0.3 s once torch is imported (a quarter of `translate`'s start-up)."""
+    import os
+
+    code = main()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:
+        code = code or 1
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

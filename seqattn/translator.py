@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from .checkpoint import load_checkpoint
 from .config import Config, load_config
@@ -74,6 +75,20 @@ def build_model(cfg: Config, tokenizers: Tokenizers) -> Seq2Seq:
     return Seq2Seq(cfg.model, len(tokenizers.src), len(tokenizers.tgt))
 
 
+def quantize_int8(model: Seq2Seq, device: torch.device) -> Seq2Seq:
+    """Return model with int8 dynamic quantization of its Linear and LSTM/GRU layers (CPU inference).
+
+    Weights are stored as int8 with a scale; activations are quantized on the fly per batch.
+    """
+    if device.type != "cpu":
+        raise SeqattnError(f"--quantize int8 runs on the CPU only (the device is {device.type})")
+    import warnings
+
+    with warnings.catch_warnings():   # torch marks its quantized tensor constructors deprecated
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(model, {nn.Linear, nn.LSTM, nn.GRU}, dtype=torch.qint8)
+
+
 class Translator:
     """A model with its tokenizers, ready to translate lists of sentences."""
 
@@ -81,9 +96,10 @@ class Translator:
         self.model, self.tok, self.cfg, self.device = model, tokenizers, cfg, device
 
     @classmethod
-    def load(cls, model_dir: str | Path, device: str = "auto", checkpoint: str | None = None) -> Translator:
+    def load(cls, model_dir: str | Path, device: str = "auto", checkpoint: str | None = None,
+             quantize: str | None = None) -> Translator:
         """Return the Translator of a model directory (its best checkpoint, else its last, or the given one:
-        a file name inside model_dir or any path)."""
+        a file name inside model_dir or any path); quantize='int8' for int8 CPU decoding."""
         model_dir = Path(model_dir)
         if not model_dir.is_dir():
             raise SeqattnError(f"{model_dir}: model directory not found")
@@ -100,7 +116,10 @@ class Translator:
         except RuntimeError as e:
             raise SeqattnError(f"{path}: weights do not match {model_dir / 'config.yaml'} "
                                f"({str(e).splitlines()[0]})") from None
-        return cls(model.to(dev).eval(), tokenizers, cfg, dev)
+        model = model.to(dev).eval()
+        if quantize:
+            model = quantize_int8(model, dev)
+        return cls(model, tokenizers, cfg, dev)
 
     def translate(self, lines: list[str], batch_size: int = 64, attention: bool = False,
                   options: SearchOptions | None = None) -> list[Translation]:

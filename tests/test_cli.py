@@ -68,6 +68,29 @@ def test_translate_stdin_file_and_attention(trained):
         assert r["source_tokens"][-1] == "<eos>" and r["target_tokens"][-1] == "<eos>"
 
 
+def test_translate_int8_matches_float(trained):
+    tmp, pairs, _ = trained
+    src = "\n".join(s for s, _ in pairs[:10]) + "\n"
+    fp32 = run("translate", tmp / "model", stdin=src)
+    int8 = run("translate", tmp / "model", "--quantize", "int8", "--beam", "3", stdin=src)
+    assert int8.returncode == 0 and int8.stderr == "", int8.stderr
+    same = sum(a == b for a, b in zip(int8.stdout.splitlines(), fp32.stdout.splitlines()))
+    assert same >= 9, (int8.stdout, fp32.stdout)
+
+
+def test_quantize_int8_replaces_linear_and_rnn_layers(trained):
+    import torch
+
+    from seqattn.translator import Translator
+
+    tmp, pairs, _ = trained
+    tr = Translator.load(tmp / "model", device="cpu", quantize="int8")
+    kinds = {type(m).__module__ for m in tr.model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.LSTM))}
+    kinds |= {type(tr.model.decoder.out).__module__, type(tr.model.encoder.rnn).__module__}
+    assert all("quantized.dynamic" in k for k in kinds), kinds
+    assert tr.translate([pairs[0][0]])[0].text == pairs[0][1]
+
+
 def test_evaluate_json(trained):
     tmp, pairs, _ = trained
     (tmp / "src.txt").write_text("".join(s + "\n" for s, _ in pairs))
