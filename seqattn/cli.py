@@ -217,6 +217,25 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from .bench import run_bench
+    from .config import ModelConfig
+    from .device import pick_device
+
+    seconds = 15.0 if args.quick else args.seconds
+    model = ModelConfig(rnn=args.rnn, attention=args.attention)
+    r = run_bench(seconds, model, args.src_vocab, args.tgt_vocab, args.batch_tokens, pick_device(args.device))
+    print(f"model: {model.rnn} emb {model.emb_size}, encoder {model.enc_hidden_size}x2, decoder "
+          f"{model.dec_hidden_size}, attention {model.attention}; vocab {args.src_vocab} -> {args.tgt_vocab}; "
+          f"{r.steps} steps of {args.batch_tokens}-token synthetic batches on {r.device}")
+    print(f"model FLOPs per target token (forward + backward): {r.flops_per_token / 1e6:.1f} M")
+    if args.json:
+        print(json.dumps(r.to_dict()))
+    print(f"training {r.tokens_per_s:,.0f} target tokens/s; ceiling {r.ceiling_tokens_per_s:,.0f} tokens/s "
+          f"(GEMM {r.gemm_flops_per_s / 1e9:.0f} GFLOP/s at the model's shapes); MFU {100 * r.mfu:.1f}%")
+    return 0
+
+
 def cmd_serve(args) -> int:
     import uvicorn
 
@@ -328,6 +347,18 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-batch", type=int, default=32, help="texts decoded together (dynamic batching)")
     sv.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests")
     sv.set_defaults(func=cmd_serve)
+
+    b = sub.add_parser("bench", help="training tokens/s against this machine's GEMM ceiling (MFU)")
+    b.add_argument("--quick", action="store_true", help="15 s of training steps (under a minute in all)")
+    b.add_argument("--seconds", type=float, default=60, help="seconds of timed training steps")
+    b.add_argument("--src-vocab", type=int, default=8000)
+    b.add_argument("--tgt-vocab", type=int, default=4000)
+    b.add_argument("--batch-tokens", type=int, default=3000)
+    b.add_argument("--rnn", default="lstm", choices=["lstm", "gru"])
+    b.add_argument("--attention", default="dot", choices=["dot", "general", "concat", "none"])
+    b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    b.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
+    b.set_defaults(func=cmd_bench)
 
     d = sub.add_parser("demo", help="train and show a built-in task (no download)")
     d.add_argument("--task", default="dates", choices=["dates", "qa"])

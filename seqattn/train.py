@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import Config, config_to_dict, load_config, save_config
+from .config import Config, TrainConfig, config_to_dict, load_config, save_config
 from .data.batching import Batch, collate, token_batches
 from .data.corpus import read_split
 from .data.tokenizer import PAD, Tokenizers
@@ -80,6 +80,31 @@ def prepare_data(cfg: Config, tok: Tokenizers | None) -> Prepared:
     return Prepared(tok, train, valid, v_src, v_ref, len(keep), len(src) - len(keep))
 
 
+def batch_loss(model: torch.nn.Module, batch: Batch, label_smoothing: float, device: torch.device) -> torch.Tensor:
+    """Return the summed cross-entropy of a batch (on device) under teacher forcing (a scalar)."""
+    with autocast(device):
+        logits, _ = model(batch.src, batch.src_len, batch.tgt_in)
+    return F.cross_entropy(logits.flatten(0, 1).float(), batch.tgt_out.flatten(), ignore_index=PAD,
+                           label_smoothing=label_smoothing, reduction="sum")
+
+
+def optimisation_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, t: TrainConfig,
+                      device: torch.device) -> float:
+    """Forward, backward, clip, update on one batch; return its loss per target token."""
+    batch = batch.to(device)
+    loss = batch_loss(model, batch, t.label_smoothing, device)
+    optimizer.zero_grad(set_to_none=True)
+    (loss / batch.n_tokens).backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip_norm)
+    optimizer.step()
+    return loss.item() / batch.n_tokens
+
+
+def make_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
+    """Return Adam over model's parameters, fused (one kernel for all of them, CPU and CUDA)."""
+    return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+
+
 def lr_factor(cfg: Config, step: int) -> float:
     """Return the learning-rate multiplier at step for the constant / warmup_decay schedules."""
     t = cfg.train
@@ -140,8 +165,7 @@ class Trainer:
         except OSError as e:
             raise SeqattnError(f"{self.dir}: cannot write config.yaml ({e.strerror})") from None
         self.model = build_model(cfg, self.data.tok).to(self.device)
-        # fused: one kernel over all parameters (CPU and CUDA), about half the time of the per-tensor loop
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.train.lr, fused=True)
+        self.optimizer = make_optimizer(self.model, cfg.train.lr)
         if cfg.train.schedule == "plateau":
             mode = "max" if HIGHER_IS_BETTER[cfg.train.valid_metric] else "min"
             self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -217,11 +241,15 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------------
     def loss(self, batch: Batch, label_smoothing: float) -> torch.Tensor:
-        """Return the summed cross-entropy of a batch under teacher forcing (a scalar)."""
-        with autocast(self.device):
-            logits, _ = self.model(batch.src, batch.src_len, batch.tgt_in)
-        return F.cross_entropy(logits.flatten(0, 1).float(), batch.tgt_out.flatten(), ignore_index=PAD,
-                               label_smoothing=label_smoothing, reduction="sum")
+        """Return the summed cross-entropy of a batch (on the device) under teacher forcing (a scalar)."""
+        return batch_loss(self.model, batch, label_smoothing, self.device)
+
+    def step(self, batch: Batch) -> float:
+        """One optimisation step on batch (teacher forcing); return its loss per target token."""
+        loss = optimisation_step(self.model, self.optimizer, batch, self.cfg.train, self.device)
+        if not isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.scheduler.step()
+        return loss
 
     @torch.no_grad()
     def validate(self) -> dict:
@@ -296,17 +324,10 @@ class Trainer:
             order = torch.randperm(len(self.data.train), generator=g).tolist()
             for index in order[p.batch_in_epoch :]:
                 tick = time.perf_counter()
-                batch = self.data.train[index].to(self.device)
-                loss = self.loss(batch, t.label_smoothing)
-                self.optimizer.zero_grad(set_to_none=True)
-                (loss / batch.n_tokens).backward()
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_norm)
-                self.optimizer.step()
-                if not isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                    self.scheduler.step()
+                batch = self.data.train[index]
+                loss_value = self.step(batch)
                 p.step += 1
                 p.batch_in_epoch += 1
-                loss_value = loss.item() / batch.n_tokens
                 win_tokens += batch.n_tokens
                 win_loss += loss_value * batch.n_tokens
                 p.elapsed += time.perf_counter() - tick
