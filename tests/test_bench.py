@@ -3,12 +3,11 @@
 import json
 
 import torch
+from test_cli import run
 
 from seqattn.bench import BatchShape, gemm_rate, run_bench, synthetic_batches, train_flops
 from seqattn.config import ModelConfig
 from seqattn.data.batching import collate
-
-from test_cli import run
 
 
 def test_train_flops_match_a_hand_count():
