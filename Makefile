@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # torch is pinned and installed before the package so that no CUDA build is pulled in.
 TORCH  := torch==2.13.0
 
-.PHONY: install install-test fonts browser demo test lint bench clean
+.PHONY: install install-test fonts browser tcmalloc demo test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,16 +40,25 @@ browser:
 	      || echo "warning: could not install chromium; the browser test will be skipped"; \
 	  else echo "warning: no chromium; the browser test will be skipped"; fi; }
 
-demo: install fonts
+# Training runs ~14% faster under tcmalloc (seqattn re-executes train/bench with it when it is installed).
+tcmalloc:
+	@ldconfig -p 2>/dev/null | grep -q libtcmalloc_minimal || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get update -qq && apt-get install -y -qq libtcmalloc-minimal4) >/dev/null 2>&1 \
+	      || echo "note: could not install libtcmalloc-minimal4; training uses glibc malloc"; \
+	  else echo "note: libtcmalloc-minimal4 not installed; training uses glibc malloc"; fi; }
+
+demo: install fonts tcmalloc
 	$(BIN)/seqattn demo --out demo_out
 
-test: install-test fonts browser
+test: install-test fonts browser tcmalloc
 	$(BIN)/python -m pytest -q
 
 lint: install-test
 	$(BIN)/ruff check seqattn tests benchmarks
 
-bench: install
+bench: install tcmalloc
+	$(BIN)/seqattn bench
 	$(BIN)/python benchmarks/multi30k.py
 
 clean:

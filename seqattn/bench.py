@@ -128,6 +128,7 @@ class BenchResult:
     gemm_flops_per_s: float    # the machine's GEMM rate at the model's shapes
     steps: int
     device: str
+    allocator: str = "system"
 
     @property
     def ceiling_tokens_per_s(self) -> float:
@@ -140,7 +141,8 @@ class BenchResult:
     def to_dict(self) -> dict:
         return {"tokens_per_s": self.tokens_per_s, "ceiling_tokens_per_s": self.ceiling_tokens_per_s,
                 "gemm_gflops": self.gemm_flops_per_s / 1e9, "flops_per_token": self.flops_per_token,
-                "mfu": self.mfu, "steps": self.steps, "device": self.device}
+                "mfu": self.mfu, "steps": self.steps, "device": self.device,
+                "allocator": self.allocator}
 
 
 def run_bench(seconds: float = 20.0, model: ModelConfig | None = None, src_vocab: int = 8000,
@@ -148,7 +150,7 @@ def run_bench(seconds: float = 20.0, model: ModelConfig | None = None, src_vocab
               seed: int = 1234) -> BenchResult:
     """Train the model (default: the seed's model at the peers' matched size) on synthetic batches for
     about `seconds` after 3 warm-up steps; return its throughput against the GEMM ceiling."""
-    from .device import pick_device
+    from .device import allocator, pick_device
     from .model.seq2seq import Seq2Seq
     from .train import make_optimizer, optimisation_step
 
@@ -176,4 +178,4 @@ def run_bench(seconds: float = 20.0, model: ModelConfig | None = None, src_vocab
     elapsed = time.perf_counter() - start
     typical = BatchShape.of(sorted(batches, key=lambda b: b.n_tokens)[len(batches) // 2])
     rate = gemm_rate(m, tgt_vocab, typical, device)
-    return BenchResult(tokens / elapsed, flops / tokens, rate, steps, str(device))
+    return BenchResult(tokens / elapsed, flops / tokens, rate, steps, str(device), allocator())

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Config, TrainConfig, config_to_dict, load_config, save_config
@@ -21,6 +20,7 @@ from .data.tokenizer import PAD, Tokenizers
 from .device import autocast, pick_device
 from .errors import SeqattnError
 from .evaluate import score
+from .model.loss import smoothed_cross_entropy
 from .translator import Translator, build_model
 
 Callback = Callable[[str, dict], None]
@@ -84,8 +84,7 @@ def batch_loss(model: torch.nn.Module, batch: Batch, label_smoothing: float, dev
     """Return the summed cross-entropy of a batch (on device) under teacher forcing (a scalar)."""
     with autocast(device):
         logits, _ = model(batch.src, batch.src_len, batch.tgt_in)
-    return F.cross_entropy(logits.flatten(0, 1).float(), batch.tgt_out.flatten(), ignore_index=PAD,
-                           label_smoothing=label_smoothing, reduction="sum")
+    return smoothed_cross_entropy(logits.flatten(0, 1), batch.tgt_out.flatten(), label_smoothing, PAD)
 
 
 def optimisation_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, t: TrainConfig,

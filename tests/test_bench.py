@@ -53,3 +53,19 @@ def test_bench_command_prints_mfu_last():
     assert lines[-1].startswith("training ") and "MFU" in lines[-1]
     figures = json.loads(lines[-2])
     assert figures["tokens_per_s"] > 0 and 0 < figures["mfu"] and figures["gemm_gflops"] > 0
+
+
+def test_train_and_bench_run_under_tcmalloc_when_installed():
+    import ctypes.util
+    import os
+
+    have = ctypes.util.find_library("tcmalloc_minimal") or ctypes.util.find_library("tcmalloc")
+    args = ("bench", "--seconds", "0.2", "--src-vocab", "100", "--tgt-vocab", "100", "--batch-tokens", "300",
+            "--device", "cpu", "--json")
+    figures = json.loads(run(*args).stdout.strip().splitlines()[-2])
+    assert figures["allocator"] == ("tcmalloc" if have else "system")
+    os.environ["SEQATTN_TCMALLOC"] = "0"
+    try:
+        assert json.loads(run(*args).stdout.strip().splitlines()[-2])["allocator"] == "system"
+    finally:
+        del os.environ["SEQATTN_TCMALLOC"]

@@ -84,3 +84,30 @@ def test_tied_embeddings_share_the_weight():
     cfg = ModelConfig(emb_size=16, enc_hidden_size=8, dec_hidden_size=16, tie_embeddings=True)
     model = Seq2Seq(cfg, 30, 30)
     assert model.decoder.out.weight is model.decoder.embed.weight
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.3])
+def test_smoothed_cross_entropy_equals_torch_value_and_gradient(smoothing):
+    import torch.nn.functional as F
+
+    from seqattn.model.loss import smoothed_cross_entropy
+
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(12, 9, generator=g, dtype=torch.float64).float()
+    target = torch.randint(1, 9, (12,), generator=g)
+    target[[2, 7]] = 0                                               # padding rows count for nothing
+    a = logits.clone().requires_grad_()
+    b = logits.clone().requires_grad_()
+    mine = smoothed_cross_entropy(a, target, smoothing, 0)
+    ref = F.cross_entropy(b, target, ignore_index=0, label_smoothing=smoothing, reduction="sum")
+    (mine * 0.5).backward()
+    (ref * 0.5).backward()
+    assert torch.allclose(mine, ref, atol=1e-5)
+    assert torch.allclose(a.grad, b.grad, atol=1e-6)
+    assert a.grad[2].abs().sum() == 0 and a.grad[7].abs().sum() == 0
+    with torch.no_grad():
+        assert torch.allclose(smoothed_cross_entropy(logits, target, smoothing, 0), ref, atol=1e-5)
+    # by hand for one row: (1-e) * -log p(y) + e * mean_v -log p(v)
+    logp = torch.log_softmax(logits[0], -1)
+    one = smoothed_cross_entropy(logits[:1].clone().requires_grad_(), target[:1], smoothing, 0)
+    assert torch.isclose(one, (1 - smoothing) * -logp[target[0]] - smoothing * logp.mean(), atol=1e-5)
