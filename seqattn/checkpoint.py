@@ -11,6 +11,12 @@ import torch
 from .errors import SeqattnError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write) -> None:
     """Write path through write(fileobj) into a temporary file, fsync, then rename over path.
 
@@ -19,6 +25,7 @@ def atomic_write(path: Path, write) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())   # mkstemp makes 0600; give the file what open() would
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

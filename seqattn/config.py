@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,7 +123,7 @@ class Config:
 def _check_type(value: Any, hint: Any, key: str, where: str) -> Any:
     """Return value converted to hint (int -> float only); raise SeqattnError naming key."""
     origin = typing.get_origin(hint)
-    if origin is typing.Union:  # Optional[X]
+    if origin in (typing.Union, types.UnionType):  # Optional[X], X | None
         if value is None:
             return None
         (hint,) = [a for a in typing.get_args(hint) if a is not type(None)]
@@ -181,7 +182,8 @@ def load_config(path: str | Path) -> Config:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
-        raise SeqattnError(f"{path}{line}: invalid YAML ({getattr(e, 'problem', None) or e})") from None
+        problem = str(getattr(e, "problem", None) or e).splitlines()[0].strip() or type(e).__name__
+        raise SeqattnError(f"{path}{line}: invalid YAML ({problem})") from None
     return config_from_dict(raw, str(path))
 
 
@@ -191,7 +193,10 @@ def config_to_dict(cfg: Config) -> dict:
 
 
 def save_config(cfg: Config, path: Path) -> None:
-    """Write cfg as YAML."""
+    """Write cfg as YAML (atomically: a crash leaves the old file or the new one)."""
     import yaml
 
-    path.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), encoding="utf-8")
+    from .checkpoint import atomic_write
+
+    text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))

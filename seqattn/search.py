@@ -71,13 +71,15 @@ def greedy(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_len: to
     tokens, alphas = [], []
     for t in range(int(limit.max())):
         logits, state, feed, alpha = model.decoder.step(y, state, enc.memory, enc.keys, enc.mask, feed)
-        logp = torch.log_softmax(logits.float(), dim=-1)
+        logits = logits.float()
         if sample:
-            probs = filter_logits(logits.float() / temperature, top_k, top_p).softmax(-1)
+            probs = filter_logits(logits / temperature, top_k, top_p).softmax(-1)
             y = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+            best = logits.gather(1, y.unsqueeze(1)).squeeze(1)
         else:
-            y = logp.argmax(dim=-1)
-        score += logp.gather(1, y.unsqueeze(1)).squeeze(1).masked_fill(done, 0.0)
+            best, y = logits.max(dim=-1)
+        logp = best - torch.logsumexp(logits, dim=-1)      # log-softmax of the chosen token only
+        score += logp.masked_fill(done, 0.0)
         tokens.append(y)
         if alpha is not None:
             alphas.append(alpha)

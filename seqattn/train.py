@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from .config import Config, TrainConfig, config_to_dict, load_config, save_config
 from .data.batching import Batch, collate, token_batches
 from .data.corpus import read_split
@@ -142,6 +142,8 @@ class Trainer:
                                f"or --overwrite to replace it")
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
+            for torn in self.dir.glob(".*.tmp"):   # left by a write that a crash interrupted
+                torn.unlink(missing_ok=True)
             if overwrite and not resume:
                 for pattern in RUN_FILES:
                     for p in self.dir.glob(pattern):
@@ -175,6 +177,7 @@ class Trainer:
         self.progress = Progress()
         if resume:
             self._load_state(load_checkpoint(self.dir / "last.pt"))
+            self._truncate_log()
         self.translator = Translator(self.model, self.data.tok, cfg, self.device)
         self._tb = None
 
@@ -210,9 +213,28 @@ class Trainer:
             kept = sorted(self.dir.glob("step_*.pt"), key=lambda f: int(f.stem[5:]) if f.stem[5:].isdigit() else -1)
             for old in kept[: -self.cfg.train.keep_last]:
                 old.unlink(missing_ok=True)
-        save_checkpoint(self._state(), self.dir / "last.pt")
         if best:
             save_checkpoint(weights, self.dir / "best.pt")
+        # last.pt is the commit point: a crash before it replays from the previous one and rewrites the rest
+        save_checkpoint(self._state(), self.dir / "last.pt")
+
+    def _truncate_log(self) -> None:
+        """Drop log records past the resumed step: the steps after last.pt run again and log again."""
+        log = self.dir / "train_log.jsonl"
+        if not log.exists():
+            return
+        kept = []
+        for line in log.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:     # a line torn by a crash
+                continue
+            if record.get("step", 0) <= self.progress.step and record.get("kind") != "end":
+                kept.append(line + "\n")
+        try:
+            atomic_write(log, lambda f: f.write("".join(kept).encode("utf-8")))
+        except OSError as e:
+            raise SeqattnError(f"{log}: cannot write ({e.strerror})") from None
 
     # -- logging -------------------------------------------------------------------------------
     def _log(self, kind: str, info: dict) -> None:

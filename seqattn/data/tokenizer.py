@@ -77,10 +77,12 @@ class Tokenizer:
         return cls(model.SerializeToString(), path)
 
     def save(self, path: Path) -> None:
-        """Write the model to path (and a readable .vocab beside it)."""
-        path.write_bytes(self.proto)
+        """Write the model to path (and a readable .vocab beside it), each atomically."""
+        from ..checkpoint import atomic_write
+
+        atomic_write(path, lambda f: f.write(self.proto))
         vocab = "".join(f"{self.sp.IdToPiece(i)}\t{self.sp.GetScore(i)}\n" for i in range(len(self)))
-        path.with_suffix(".vocab").write_text(vocab, encoding="utf-8")
+        atomic_write(path.with_suffix(".vocab"), lambda f: f.write(vocab.encode("utf-8")))
 
     def __len__(self) -> int:
         return self.sp.GetPieceSize()
@@ -130,9 +132,11 @@ class TargetView:
         return self.base.decode([self.keep[i] for i in ids])
 
     def save(self, path: Path) -> None:
-        """Write the kept base ids, one `id<TAB>piece` a line."""
-        path.write_text("".join(f"{i}\t{p}\n" for i, p in zip(self.keep, self.base.pieces(self.keep))),
-                        encoding="utf-8")
+        """Write the kept base ids, one `id<TAB>piece` a line (atomically)."""
+        from ..checkpoint import atomic_write
+
+        text = "".join(f"{i}\t{p}\n" for i, p in zip(self.keep, self.base.pieces(self.keep)))
+        atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
     @classmethod
     def load(cls, base: Tokenizer, path: Path) -> TargetView:

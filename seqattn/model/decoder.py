@@ -71,9 +71,32 @@ class Decoder(nn.Module):
 
         y_prev: batch ids of the previous output (<sos> first); feed: s~_{t-1} with input feeding.
         """
-        x = self.dropout(self.embed(y_prev)).unsqueeze(1)
+        x = self.dropout(self.embed(y_prev))
         if self.input_feeding:
-            x = torch.cat([x, feed.unsqueeze(1)], dim=-1)
-        s, state = self.rnn(x, state)
-        s_tilde, alpha = self.attend(s, memory, keys, mask)
+            x = torch.cat([x, feed], dim=-1)
+        s, state = self._rnn_step(x, state)
+        s_tilde, alpha = self.attend(s.unsqueeze(1), memory, keys, mask)
         return (self.out(s_tilde[:, 0]), state, s_tilde[:, 0], None if alpha is None else alpha[:, 0])
+
+    def _rnn_step(self, x: torch.Tensor, state):
+        """Return (top-layer output batch x hidden, new state) of one RNN step on x (batch x in).
+
+        In inference the cell functions run directly: nn.LSTM/nn.GRU on one step spend more time
+        preparing weights (oneDNN reorders them on every call) than computing, about 2x slower.
+        """
+        rnn = self.rnn
+        if self.training or type(rnn) not in (nn.LSTM, nn.GRU):   # training, or quantized modules
+            out, state = rnn(x.unsqueeze(1), state)
+            return out[:, 0], state
+        lstm = isinstance(rnn, nn.LSTM)
+        hs, cs = [], []
+        for layer in range(rnn.num_layers):
+            w = [getattr(rnn, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+            if lstm:
+                h, c = torch.lstm_cell(x, (state[0][layer], state[1][layer]), *w)
+                cs.append(c)
+            else:
+                h = torch.gru_cell(x, state[layer], *w)
+            hs.append(h)
+            x = h
+        return x, ((torch.stack(hs), torch.stack(cs)) if lstm else torch.stack(hs))
