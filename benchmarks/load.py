@@ -3,13 +3,19 @@
 Bounded: a fixed number of concurrent clients each send a fixed number of requests to 127.0.0.1 only,
 with an overall time limit; the server is started and stopped by this script.
 
-usage: python benchmarks/load.py MODEL_DIR [--clients 16] [--requests 25] [--src FILE]
+usage: python benchmarks/load.py MODEL_DIR [--clients 16] [--requests 25] [--src FILE] [--soak]
+
+--soak: one bounded run with hostile traffic mixed in: of each client's requests about 1 in 10 is an
+oversize body (1.5 MiB), 1 in 10 malformed JSON, 1 in 10 a slow client trickling a valid body over
+about a second. Valid requests must all succeed, every bad one must get a 4xx, and the server's RSS is
+sampled once a second: it must stay flat (growth after warm-up is printed).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import socket
 import statistics
 import subprocess
@@ -41,23 +47,99 @@ async def client(base: str, texts: list[str], n: int, offset: int, lat: list[flo
             lat.append(time.perf_counter() - start)
 
 
-def run_once(model_dir: str, texts: list[str], clients: int, requests: int, batching: bool) -> dict:
+def start_server(model_dir: str, extra: list[str]) -> tuple[subprocess.Popen, str]:
+    """Start `seqattn serve` on a free loopback port; return (process, base URL) once it answers."""
     port = free_port()
-    extra = [] if batching else ["--max-batch", "1", "--max-wait-ms", "0"]
     server = subprocess.Popen([sys.executable, "-m", "seqattn", "serve", model_dir, "--host", "127.0.0.1",
                                "--port", str(port), "--device", "cpu", *extra], cwd=ROOT)
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(base + "/health", timeout=1).status_code == 200:
+                return server, base
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or server.poll() is not None:
+            server.kill()
+            raise SystemExit("server did not start")
+        time.sleep(0.2)
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def hostile_client(base: str, texts: list[str], n: int, offset: int, seen: dict, lat: list[float]) -> None:
+    """Send n requests, 7 in 10 valid, the rest oversize, malformed or slow; count what came back."""
+    async with httpx.AsyncClient(base_url=base, timeout=120) as c:
+        for i in range(n):
+            kind = ("valid", "valid", "valid", "oversize", "valid", "malformed", "valid", "slow", "valid",
+                    "valid")[(offset + i) % 10]
+            text = texts[(offset + i) % len(texts)]
+            start = time.perf_counter()
             try:
-                if httpx.get(base + "/health", timeout=1).status_code == 200:
-                    break
+                if kind == "oversize":
+                    r = await c.post("/translate", json={"text": "x" * (3 << 19)})
+                elif kind == "malformed":
+                    r = await c.post("/translate", content=b'{"text": "unterminated',
+                                     headers={"content-type": "application/json"})
+                elif kind == "slow":
+                    body = json.dumps({"text": text}).encode()
+
+                    async def trickle(data=body):
+                        for k in range(0, len(data), max(1, len(data) // 8)):
+                            yield data[k : k + max(1, len(data) // 8)]
+                            await asyncio.sleep(0.12)
+
+                    r = await c.post("/translate", content=trickle(), headers={"content-type": "application/json"})
+                else:
+                    r = await c.post("/translate", json={"text": text})
+                ok = (r.status_code == 200) if kind in ("valid", "slow") else (400 <= r.status_code < 500)
             except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise SystemExit("server did not start")
-            time.sleep(0.2)
+                ok = False
+            seen[(kind, ok)] = seen.get((kind, ok), 0) + 1
+            if kind == "valid":
+                lat.append(time.perf_counter() - start)
+
+
+def soak(model_dir: str, texts: list[str], clients: int, requests: int) -> dict:
+    server, base = start_server(model_dir, [])
+    samples: list[float] = []
+    try:
+        seen: dict = {}
+        lat: list[float] = []
+
+        async def run_all():
+            async def sampler():
+                while True:
+                    samples.append(rss_mb(server.pid))
+                    await asyncio.sleep(1.0)
+
+            watch = asyncio.create_task(sampler())
+            await asyncio.wait_for(asyncio.gather(*(hostile_client(base, texts, requests, k * requests, seen, lat)
+                                                    for k in range(clients))), timeout=900)
+            watch.cancel()
+
+        start = time.perf_counter()
+        asyncio.run(run_all())
+        wall = time.perf_counter() - start
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    warm = samples[min(len(samples) - 1, max(1, len(samples) // 5))]   # after the first fifth
+    return {"seen": seen, "seconds": wall, "rss_start_mb": samples[0], "rss_warm_mb": warm,
+            "rss_max_after_warm_mb": max(samples[samples.index(warm):]), "rss_end_mb": samples[-1],
+            "p50_ms": 1000 * statistics.median(lat)}
+
+
+def run_once(model_dir: str, texts: list[str], clients: int, requests: int, batching: bool) -> dict:
+    extra = [] if batching else ["--max-batch", "1", "--max-wait-ms", "0"]
+    server, base = start_server(model_dir, extra)
+    try:
         lat: list[float] = []
         errors: list[str] = []
 
@@ -81,12 +163,22 @@ def main() -> int:
     ap.add_argument("model_dir")
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--requests", type=int, default=25, help="requests per client")
+    ap.add_argument("--soak", action="store_true", help="hostile traffic mixed in; memory sampled")
     ap.add_argument("--src", default=str(ROOT.parent / "shared" / "data" / "multi30k" / "test_2016_flickr.de.gz"))
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     from seqattn.data.corpus import read_lines
 
     texts = read_lines(args.src)
+    if args.soak:
+        r = soak(args.model_dir, texts, args.clients, args.requests)
+        bad = {k: v for k, v in r["seen"].items() if not k[1]}
+        for (kind, ok), n in sorted(r["seen"].items()):
+            print(f"{kind:9s} {'as expected' if ok else 'WRONG':12s} {n}")
+        print(f"{sum(r['seen'].values())} requests in {r['seconds']:.0f} s; valid p50 {r['p50_ms']:.0f} ms; server RSS "
+              f"{r['rss_start_mb']:.0f} MiB at start, {r['rss_warm_mb']:.0f} after warm-up, max "
+              f"{r['rss_max_after_warm_mb']:.0f} after, {r['rss_end_mb']:.0f} at the end")
+        return 1 if bad else 0
     print(f"| dynamic batching | requests | errors | req/s | p50 ms | p99 ms |  ({args.clients} clients, "
           f"127.0.0.1)")
     print("|---|---|---|---|---|---|")

@@ -39,20 +39,33 @@ def _progress_callback(total: int | None, desc: str):
 
 
 def cmd_train(args) -> int:
+    import os
+
     from .config import load_config
+    from .distributed import Dist, launch, peer_failed
     from .train import Trainer
 
     cfg = load_config(args.config)
+    if args.nproc > 1 and "RANK" not in os.environ:
+        argv = ["train", args.config, *(["--model-dir", args.model_dir] if args.model_dir else []),
+                *(["--resume"] if args.resume else []), *(["--overwrite"] if args.overwrite else [])]
+        return launch(argv, args.nproc)
     if args.model_dir:
         cfg.model_dir = args.model_dir
-    callback, close = _progress_callback(cfg.train.max_steps, "train")
+    dist = Dist.from_env()
+    callback, close = _progress_callback(cfg.train.max_steps, "train") if dist.main else (None, lambda: None)
     try:
-        result = Trainer(cfg, resume=args.resume, overwrite=args.overwrite, callback=callback).run()
+        result = Trainer(cfg, resume=args.resume, overwrite=args.overwrite, callback=callback, dist=dist).run()
+    except Exception as e:
+        if dist.active and peer_failed(e):
+            return 3    # another rank failed and printed why; its launcher stops this one anyway
+        raise
     finally:
         close()
-    best = "none" if result["best"] is None else f"{result['best']:.2f} at step {result['best_step']}"
-    print(f"stopped at step {result['step']} ({result['reason']}); best {result['metric']} {best}; "
-          f"model in {cfg.model_dir}", file=sys.stderr)
+    if dist.main:
+        best = "none" if result["best"] is None else f"{result['best']:.2f} at step {result['best_step']}"
+        print(f"stopped at step {result['step']} ({result['reason']}); best {result['metric']} {best}; "
+              f"model in {cfg.model_dir}{f' ({dist.world} processes)' if dist.active else ''}", file=sys.stderr)
     return 0
 
 
@@ -273,6 +286,20 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_binarize(args) -> int:
+    import time
+
+    from .config import load_config
+    from .data.binarized import binarize
+
+    start = time.perf_counter()
+    meta = binarize(load_config(args.config), args.out)
+    print(f"{args.out}: {meta['pairs']:,} pairs ({meta['dropped']:,} dropped: empty or over data.max_len), "
+          f"{meta['dtype']} ids, vocab {meta['src_vocab']} -> {meta['tgt_vocab']}, "
+          f"{time.perf_counter() - start:.1f} s; train with data.binarized: {args.out}", file=sys.stderr)
+    return 0
+
+
 def cmd_data(args) -> int:
     from .data.multi30k import download
 
@@ -294,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model-dir", help="override the config's model_dir")
     t.add_argument("--resume", action="store_true", help="continue from the model directory's last.pt")
     t.add_argument("--overwrite", action="store_true", help="replace a trained model in the model directory")
+    t.add_argument("--nproc", type=int, default=1, help="training processes on this machine (DistributedDataParallel:"
+                   " gloo on CPU, one GPU each with NCCL); or launch `seqattn train` under torchrun")
     t.set_defaults(func=cmd_train)
 
     tr = sub.add_parser("translate", help="translate stdin or --input with a trained model")
@@ -375,6 +404,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--dir", required=True, help="where to put the files")
     m.add_argument("--url", default=None, help="base URL (default: the public Multi30k repository)")
     m.set_defaults(func=cmd_data)
+    bz = dsub.add_parser("binarize", help="tokenize a config's training data once into memory-mapped id files")
+    bz.add_argument("config")
+    bz.add_argument("--out", required=True, help="output directory (replaced)")
+    bz.set_defaults(func=cmd_binarize)
     return p
 
 

@@ -28,6 +28,7 @@ class DataConfig:
     vocab_size: int = 8000            # SentencePiece pieces (a soft limit on small data)
     joint_vocab: bool = True          # one SentencePiece model for both sides
     spm_model: str | None = None      # use this existing SentencePiece model (joint) instead of training one
+    binarized: str | None = None      # a `seqattn data binarize` directory: train from its memory-mapped ids
     max_len: int = 100                # training pairs longer than this (pieces) are dropped
 
 
@@ -91,6 +92,8 @@ class Config:
             tsv = getattr(d, f"{side}_tsv")
             if tsv and any(pair):
                 raise SeqattnError(f"{where}: give either data.{side}_tsv or data.{side}_src/{side}_tgt, not both")
+            if side == "train" and d.binarized:
+                continue
             if not tsv and not all(pair) and (side == "train" or any(pair)):
                 raise SeqattnError(f"{where}: data.{side}_src and data.{side}_tgt (or data.{side}_tsv) are required")
         positive = {"data.vocab_size": d.vocab_size, "data.max_len": d.max_len, "model.emb_size": m.emb_size,

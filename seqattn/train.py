@@ -15,9 +15,11 @@ import torch
 from .checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from .config import Config, TrainConfig, config_to_dict, load_config, save_config
 from .data.batching import Batch, collate, token_batches
+from .data.binarized import BinarizedBatches
 from .data.corpus import read_split
 from .data.tokenizer import PAD, Tokenizers
 from .device import autocast, pick_device
+from .distributed import Dist
 from .errors import SeqattnError
 from .evaluate import score
 from .model.loss import smoothed_cross_entropy
@@ -26,6 +28,7 @@ from .translator import Translator, build_model
 Callback = Callable[[str, dict], None]
 HIGHER_IS_BETTER = {"bleu": True, "chrf": True, "exact": True, "loss": False, "ppl": False}
 RUN_FILES = ("last.pt", "best.pt", "train_log.jsonl", "tensorboard", "step_*.pt")
+STOP_REASONS = [None, "max_steps", "max_epochs", "max_minutes", "early_stopping"]
 
 
 @dataclass
@@ -47,7 +50,7 @@ class Prepared:
     """Tokenized training and validation data."""
 
     tok: Tokenizers
-    train: list[Batch]
+    train: list[Batch] | BinarizedBatches
     valid: list[Batch]
     valid_src: list[str]
     valid_ref: list[str]
@@ -64,20 +67,26 @@ def _batches(src: list[list[int]], tgt: list[list[int]], batch_tokens: int) -> l
 def prepare_data(cfg: Config, tok: Tokenizers | None) -> Prepared:
     """Return the data of cfg tokenized (training the tokenizers when tok is None), pre-batched."""
     d, t = cfg.data, cfg.train
-    src, tgt = read_split(d.train_src, d.train_tgt, d.train_tsv)
-    if tok is None:
-        tok = Tokenizers.train(src, tgt, d.vocab_size, d.joint_vocab, d.spm_model and Path(d.spm_model))
-    s_ids, t_ids = tok.src.encode(src), tok.tgt.encode(tgt)
-    keep = [i for i in range(len(s_ids)) if 0 < len(t_ids[i]) < d.max_len and len(s_ids[i]) < d.max_len]
-    s_ids, t_ids = [s_ids[i] for i in keep], [t_ids[i] for i in keep]
-    if not keep:
-        raise SeqattnError(f"no training pair is within data.max_len={d.max_len} pieces (and non-empty)")
-    train = _batches(s_ids, t_ids, t.batch_tokens)
+    if d.binarized:   # ids already on disk, batches built on demand
+        tok = tok or Tokenizers.load(Path(d.binarized))
+        train = BinarizedBatches(d.binarized, t.batch_tokens)
+        n_train, dropped = train.pairs, 0
+    else:
+        src, tgt = read_split(d.train_src, d.train_tgt, d.train_tsv)
+        if tok is None:
+            tok = Tokenizers.train(src, tgt, d.vocab_size, d.joint_vocab, d.spm_model and Path(d.spm_model))
+        s_ids, t_ids = tok.src.encode(src), tok.tgt.encode(tgt)
+        keep = [i for i in range(len(s_ids)) if 0 < len(t_ids[i]) < d.max_len and len(s_ids[i]) < d.max_len]
+        s_ids, t_ids = [s_ids[i] for i in keep], [t_ids[i] for i in keep]
+        if not keep:
+            raise SeqattnError(f"no training pair is within data.max_len={d.max_len} pieces (and non-empty)")
+        train = _batches(s_ids, t_ids, t.batch_tokens)
+        n_train, dropped = len(keep), len(src) - len(keep)
     valid, v_src, v_ref = [], [], []
     if d.valid_tsv or d.valid_src:
         v_src, v_ref = read_split(d.valid_src, d.valid_tgt, d.valid_tsv)
         valid = _batches(tok.src.encode(v_src), tok.tgt.encode(v_ref), t.batch_tokens)
-    return Prepared(tok, train, valid, v_src, v_ref, len(keep), len(src) - len(keep))
+    return Prepared(tok, train, valid, v_src, v_ref, n_train, dropped)
 
 
 def batch_loss(model: torch.nn.Module, batch: Batch, label_smoothing: float, device: torch.device) -> torch.Tensor:
@@ -88,15 +97,20 @@ def batch_loss(model: torch.nn.Module, batch: Batch, label_smoothing: float, dev
 
 
 def optimisation_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, t: TrainConfig,
-                      device: torch.device) -> float:
-    """Forward, backward, clip, update on one batch; return its loss per target token."""
+                      device: torch.device, norm_tokens: int | None = None, grad_scale: float = 1.0) -> float:
+    """Forward, backward, clip, update on one batch; return its summed loss / norm_tokens (default: its own
+    target tokens). grad_scale multiplies the gradient (the number of ranks, whose gradients DDP averages)."""
+    norm = norm_tokens or batch.n_tokens
     batch = batch.to(device)
-    loss = batch_loss(model, batch, t.label_smoothing, device)
+    if batch.src.size(0):
+        loss = batch_loss(model, batch, t.label_smoothing, device)
+    else:   # a rank with no rows of a tiny batch still joins the gradient exchange, with zeros
+        loss = sum((p * 0).sum() for p in model.parameters())
     optimizer.zero_grad(set_to_none=True)
-    (loss / batch.n_tokens).backward()
+    (loss * (grad_scale / norm)).backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip_norm)
     optimizer.step()
-    return loss.item() / batch.n_tokens
+    return loss.item() / norm
 
 
 def make_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
@@ -131,8 +145,10 @@ def _check_resumable(cfg: Config, saved: Config, model_dir: Path) -> None:
 class Trainer:
     """Trains cfg's model into cfg.model_dir; `run()` returns the final metrics."""
 
-    def __init__(self, cfg: Config, resume: bool = False, overwrite: bool = False, callback: Callback | None = None):
+    def __init__(self, cfg: Config, resume: bool = False, overwrite: bool = False, callback: Callback | None = None,
+                 dist: Dist | None = None):
         self.cfg, self.callback = cfg, callback or (lambda kind, info: None)
+        self.dist = dist or Dist()
         self.dir = Path(cfg.model_dir)
         has_run = (self.dir / "last.pt").exists()
         if resume and not has_run:
@@ -140,32 +156,37 @@ class Trainer:
         if has_run and not resume and not overwrite:
             raise SeqattnError(f"{self.dir}: already holds a trained model; use --resume to continue it "
                                f"or --overwrite to replace it")
-        try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            for torn in self.dir.glob(".*.tmp"):   # left by a write that a crash interrupted
-                torn.unlink(missing_ok=True)
-            if overwrite and not resume:
-                for pattern in RUN_FILES:
-                    for p in self.dir.glob(pattern):
-                        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-        except OSError as e:
-            raise SeqattnError(f"{self.dir}: cannot create the model directory ({e.strerror})") from None
         self.device = pick_device(cfg.train.device)
+        if self.dist.active:
+            self.device = self.dist.setup(self.device)
+        main = self.dist.main
+        if main:
+            self._prepare_directory(overwrite and not resume)
         torch.manual_seed(cfg.train.seed)
         if resume:
             _check_resumable(cfg, load_config(self.dir / "config.yaml"), self.dir)
             self.data = prepare_data(cfg, Tokenizers.load(self.dir))
-        else:
+        elif main:
             self.data = prepare_data(cfg, None)
             try:
                 self.data.tok.save(self.dir)
             except OSError as e:
                 raise SeqattnError(f"{self.dir}: cannot write the tokenizer ({e.strerror})") from None
-        try:
-            save_config(cfg, self.dir / "config.yaml")
-        except OSError as e:
-            raise SeqattnError(f"{self.dir}: cannot write config.yaml ({e.strerror})") from None
+        self.dist.barrier()                        # the other ranks use rank 0's tokenizer
+        if not resume and not main:
+            self.data = prepare_data(cfg, Tokenizers.load(self.dir))
+        if main:
+            try:
+                save_config(cfg, self.dir / "config.yaml")
+            except OSError as e:
+                raise SeqattnError(f"{self.dir}: cannot write config.yaml ({e.strerror})") from None
         self.model = build_model(cfg, self.data.tok).to(self.device)
+        self.net = self.model                      # what training steps call: the model or its DDP wrapper
+        if self.dist.active:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = DistributedDataParallel(self.model, device_ids=ids)
         self.optimizer = make_optimizer(self.model, cfg.train.lr)
         if cfg.train.schedule == "plateau":
             mode = "max" if HIGHER_IS_BETTER[cfg.train.valid_metric] else "min"
@@ -177,9 +198,23 @@ class Trainer:
         self.progress = Progress()
         if resume:
             self._load_state(load_checkpoint(self.dir / "last.pt"))
-            self._truncate_log()
+            if main:
+                self._truncate_log()
         self.translator = Translator(self.model, self.data.tok, cfg, self.device)
         self._tb = None
+
+    def _prepare_directory(self, clear: bool) -> None:
+        """Create the model directory, drop torn temporary files, and with clear the files of a previous run."""
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            for torn in self.dir.glob(".*.tmp"):   # left by a write that a crash interrupted
+                torn.unlink(missing_ok=True)
+            if clear:
+                for pattern in RUN_FILES:
+                    for p in self.dir.glob(pattern):
+                        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+        except OSError as e:
+            raise SeqattnError(f"{self.dir}: cannot create the model directory ({e.strerror})") from None
 
     # -- state ---------------------------------------------------------------------------------
     def _state(self) -> dict:
@@ -238,6 +273,8 @@ class Trainer:
 
     # -- logging -------------------------------------------------------------------------------
     def _log(self, kind: str, info: dict) -> None:
+        if not self.dist.main:
+            return
         record = {"kind": kind, **info}
         try:
             with open(self.dir / "train_log.jsonl", "a", encoding="utf-8") as f:
@@ -251,7 +288,7 @@ class Trainer:
         self.callback(kind, info)
 
     def _open_tensorboard(self) -> None:
-        if not self.cfg.train.tensorboard:
+        if not self.cfg.train.tensorboard or not self.dist.main:
             return
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -266,11 +303,18 @@ class Trainer:
         return batch_loss(self.model, batch, label_smoothing, self.device)
 
     def step(self, batch: Batch) -> float:
-        """One optimisation step on batch (teacher forcing); return its loss per target token."""
-        loss = optimisation_step(self.model, self.optimizer, batch, self.cfg.train, self.device)
+        """One optimisation step on batch (teacher forcing); return its loss per target token.
+
+        With several ranks each takes its share of the rows; the loss is scaled so that the gradient
+        DDP averages is the whole batch's.
+        """
+        d = self.dist
+        part = batch.rows(d.rank, d.world) if d.active else batch
+        loss = optimisation_step(self.net, self.optimizer, part, self.cfg.train, self.device,
+                                 norm_tokens=batch.n_tokens, grad_scale=d.world)
         if not isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             self.scheduler.step()
-        return loss
+        return d.sum(loss, self.device)
 
     @torch.no_grad()
     def validate(self) -> dict:
@@ -317,13 +361,26 @@ class Trainer:
         return None
 
     def _validate_and_save(self) -> None:
-        if self.data.valid:
-            result = self.validate()
-            best = self._after_validation(result)
-            self._log("valid", {**result, "best": best})
-        else:
-            best = True  # without validation data the newest weights are the best we know
-        self._save(best)
+        if self.dist.main:
+            if self.data.valid:
+                result = self.validate()
+                best = self._after_validation(result)
+                self._log("valid", {**result, "best": best})
+            else:
+                best = True  # without validation data the newest weights are the best we know
+            self._save(best)
+        self.dist.barrier()
+        if self.dist.active:   # a plateau schedule changes the rate on rank 0 only
+            lr = self.dist.from_main(self.optimizer.param_groups[0]["lr"], self.device)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+
+    def _agreed_stop(self) -> str | None:
+        """Return rank 0's stopping reason (or None) on every rank: time and early stopping are its own."""
+        reason = self._should_stop()
+        if not self.dist.active:
+            return reason
+        return STOP_REASONS[int(self.dist.from_main(STOP_REASONS.index(reason), self.device))]
 
     def run(self) -> dict:
         """Train until a stopping condition; return the final progress summary."""
@@ -339,7 +396,7 @@ class Trainer:
         self.model.train()
         validated_at = p.step
         win_tokens, win_loss, win_start = 0, 0.0, time.perf_counter()
-        reason = self._should_stop()
+        reason = self._agreed_stop()
         while reason is None:
             g = torch.Generator().manual_seed(t.seed * 1_000_003 + p.epoch)
             order = torch.randperm(len(self.data.train), generator=g).tolist()
@@ -365,13 +422,13 @@ class Trainer:
                     p.elapsed += time.perf_counter() - tick
                     validated_at = p.step
                     win_start += time.perf_counter() - tick
-                reason = self._should_stop()
+                reason = self._agreed_stop()
                 if reason:
                     break
             else:
                 p.epoch += 1
                 p.batch_in_epoch = 0
-                reason = self._should_stop()
+                reason = self._agreed_stop()
         if validated_at != p.step:
             self._validate_and_save()
         self._log("end", {"step": p.step, "reason": reason, "best": p.best, "best_step": p.best_step,

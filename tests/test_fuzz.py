@@ -167,7 +167,8 @@ def test_http_bodies_get_200_or_4xx(body):
     check_http(body)
 
 
-CHECKS = {"config": (config_texts, check_config), "corpus": (corpus_bytes, check_corpus),
+CHECKS = {"config": (config_texts, check_config),
+          "corpus": (st.tuples(corpus_bytes, st.booleans()), lambda v: check_corpus(*v)),
           "tokenizer": (st.one_of(st.text(alphabet=ALPHABET, max_size=60), st.text(max_size=60)), check_tokenizer),
           "http": (bodies, check_http)}
 

@@ -19,10 +19,23 @@ class Batch:
     tgt_out: torch.Tensor   # batch x tgt_len: y_1 .. y_M <eos>
     n_tokens: int           # target tokens, <eos> included, padding excluded
 
+    def rows(self, start: int, step: int) -> Batch:
+        """Return rows start, start+step, ... (one rank's share), cut to their own longest lengths."""
+        return _rows(self, start, step)
+
     def to(self, device: torch.device) -> Batch:
         """Return the batch on device (src_len stays on the CPU for packing)."""
         return Batch(self.src.to(device, non_blocking=True), self.src_len, self.tgt_in.to(device, non_blocking=True),
                      self.tgt_out.to(device, non_blocking=True), self.n_tokens)
+
+
+def _rows(batch: Batch, start: int, step: int) -> Batch:
+    idx = torch.arange(start, batch.src.size(0), step)
+    real = batch.tgt_out[idx] != PAD
+    src_max = int(batch.src_len[idx].max()) if len(idx) else 0
+    tgt_max = int(real.sum(1).max()) if len(idx) else 0
+    return Batch(batch.src[idx, :src_max], batch.src_len[idx], batch.tgt_in[idx, :tgt_max],
+                 batch.tgt_out[idx, :tgt_max], int(real.sum()))
 
 
 def pad_sources(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,130 @@
+"""Training on several processes: DistributedDataParallel, gloo on CPU and NCCL on CUDA.
+
+Every rank holds the same token batches; at each step rank r takes rows r, r+N, r+2N, ... of the
+batch, so N processes see the same global batch as one process and (without dropout) follow the
+same loss curve. Only rank 0 logs, validates and writes files. `seqattn train --nproc N` starts the
+ranks itself (as processes, the way torchrun does); under `torchrun` the ranks come from its
+environment (RANK, WORLD_SIZE, LOCAL_RANK).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+# test hook: make this rank fail right after start-up (to check that every rank stops)
+FAIL_RANK_ENV = "SEQATTN_TEST_FAIL_RANK"
+
+
+@dataclass
+class Dist:
+    """This process's place among the training processes."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls) -> Dist:
+        """Return the ranks torchrun (or `launch`) put into the environment; one process without them."""
+        if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+            return cls(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
+        return cls()
+
+    def setup(self, device: torch.device) -> torch.device:
+        """Join the process group (gloo on CPU, NCCL on CUDA); return this rank's device."""
+        if device.type == "cuda":
+            device = torch.device("cuda", self.local_rank)
+            torch.cuda.set_device(device)
+        else:
+            torch.set_num_threads(max(1, (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                          else os.cpu_count()) // self.world))
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=self.rank,
+                                    world_size=self.world, timeout=timedelta(minutes=30))
+        if os.environ.get(FAIL_RANK_ENV) == str(self.rank):
+            from .errors import SeqattnError
+
+            raise SeqattnError(f"rank {self.rank}: failure injected by {FAIL_RANK_ENV}")
+        return device
+
+    def barrier(self) -> None:
+        if self.active:
+            dist.barrier()
+
+    def sum(self, value: float, device: torch.device) -> float:
+        """Return value summed over the ranks."""
+        if not self.active:
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=device)
+        dist.all_reduce(t)
+        return float(t)
+
+    def from_main(self, value: float, device: torch.device) -> float:
+        """Return rank 0's value on every rank."""
+        if not self.active:
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=device)
+        dist.broadcast(t, 0)
+        return float(t)
+
+
+def peer_failed(e: BaseException) -> bool:
+    """Return whether e says that another rank went away (its own error is the one to report)."""
+    text = str(e)
+    return isinstance(e, dist.DistError) or any(
+        s in text for s in ("Connection closed by peer", "Connection reset by peer", "Broken pipe"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(argv: list[str], nproc: int) -> int:
+    """Run `seqattn <argv>` as nproc local processes (ranks 0..nproc-1, as torchrun would); return the
+    exit code. When one rank fails the others are stopped; its one-line error is what the user sees."""
+    import subprocess
+    import time
+
+    env = {**os.environ, "MASTER_ADDR": os.environ.get("MASTER_ADDR", "127.0.0.1"),
+           "MASTER_PORT": os.environ.get("MASTER_PORT", str(_free_port())), "WORLD_SIZE": str(nproc)}
+    procs = [subprocess.Popen([sys.executable, "-m", "seqattn", *argv],
+                              env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}) for r in range(nproc)]
+    code = 0
+    try:
+        while any(p.poll() is None for p in procs):
+            failed = [p.returncode for p in procs if p.returncode not in (None, 0)]
+            if failed:
+                code = failed[0]
+                break
+            time.sleep(0.05)
+        else:
+            code = next((p.returncode for p in procs if p.returncode), 0)
+    except KeyboardInterrupt:
+        code = 130
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    return code
