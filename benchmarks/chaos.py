@@ -18,6 +18,7 @@ import gzip
 import json
 import os
 import random
+import shutil
 import signal
 import statistics
 import subprocess
@@ -78,7 +79,8 @@ def run_with_kills(cfg: Path, kills: int, duration: float, seed: int) -> dict:
     for k in range(kills):
         proc = _train(cfg, model_dir)
         at_save = k % 3 == 2
-        deadline = time.monotonic() + (duration * 2 if at_save else rng.uniform(0.5, duration * 0.8))
+        # a random moment within a few seconds (start-up included), so that 20 kills spread over the run
+        deadline = time.monotonic() + (duration * 2 if at_save else rng.uniform(0.5, min(8.0, 0.8 * duration)))
         killed_in_save = False
         while time.monotonic() < deadline and proc.poll() is None:
             if at_save and any(model_dir.glob(".*.pt.*.tmp")):
@@ -149,7 +151,10 @@ def prepare(out: Path, data: Path, pairs: int) -> tuple[Path, Path, Path]:
 
 def chaos(out: Path, train_tsv: Path, valid_tsv: Path, spm_model: Path, steps: int, kills: int, seed: int,
           model: dict) -> dict:
-    """Run the reference and the killed run into out/reference and out/killed; return the report."""
+    """Run the reference and the killed run into out/reference and out/killed (both cleared first: a
+    killed run would otherwise resume a previous invocation's state); return the report."""
+    for name in ("reference", "killed"):
+        shutil.rmtree(out / name, ignore_errors=True)
     ref_cfg = write_config(out / "reference", train_tsv, valid_tsv, spm_model, steps, model)
     start = time.monotonic()
     subprocess.run([sys.executable, "-m", "seqattn", "train", str(ref_cfg), "--overwrite"], check=True,
@@ -166,7 +171,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kills", type=int, default=20)
     ap.add_argument("--pairs", type=int, default=4000)
-    ap.add_argument("--steps", type=int, default=240)
+    ap.add_argument("--steps", type=int, default=900)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "multi30k")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "chaos")

@@ -34,14 +34,19 @@ def main() -> int:
     from hypothesis import HealthCheck, Phase, given, settings
 
     failed = False
-    for name, (strategy, check) in load_checks().items():
-        counts: collections.Counter = collections.Counter()
 
+    def property_of(strategy, check, counts):
         @settings(max_examples=a.examples, deadline=None, database=None,
                   phases=[Phase.generate, Phase.shrink], suppress_health_check=list(HealthCheck))
-        @given(value=strategy)
-        def run(value, check=check, counts=counts):
+        @given(strategy)
+        def run(value):
             counts[check(value)] += 1
+
+        return run
+
+    for name, (strategy, check) in load_checks().items():
+        counts: collections.Counter = collections.Counter()
+        run = property_of(strategy, check, counts)
 
         start = time.perf_counter()
         try:
