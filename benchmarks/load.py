@@ -66,6 +66,17 @@ def start_server(model_dir: str, extra: list[str]) -> tuple[subprocess.Popen, st
         time.sleep(0.2)
 
 
+def timed_run(server: subprocess.Popen, clients) -> float:
+    """Run the clients coroutine to the end; stop the server whatever happens; return the seconds."""
+    try:
+        start = time.perf_counter()
+        asyncio.run(clients)
+        return time.perf_counter() - start
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -109,27 +120,21 @@ async def hostile_client(base: str, texts: list[str], n: int, offset: int, seen:
 def soak(model_dir: str, texts: list[str], clients: int, requests: int) -> dict:
     server, base = start_server(model_dir, [])
     samples: list[float] = []
-    try:
-        seen: dict = {}
-        lat: list[float] = []
+    seen: dict = {}
+    lat: list[float] = []
 
-        async def run_all():
-            async def sampler():
-                while True:
-                    samples.append(rss_mb(server.pid))
-                    await asyncio.sleep(1.0)
+    async def run_all():
+        async def sampler():
+            while True:
+                samples.append(rss_mb(server.pid))
+                await asyncio.sleep(1.0)
 
-            watch = asyncio.create_task(sampler())
-            await asyncio.wait_for(asyncio.gather(*(hostile_client(base, texts, requests, k * requests, seen, lat)
-                                                    for k in range(clients))), timeout=900)
-            watch.cancel()
+        watch = asyncio.create_task(sampler())
+        await asyncio.wait_for(asyncio.gather(*(hostile_client(base, texts, requests, k * requests, seen, lat)
+                                                for k in range(clients))), timeout=900)
+        watch.cancel()
 
-        start = time.perf_counter()
-        asyncio.run(run_all())
-        wall = time.perf_counter() - start
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    wall = timed_run(server, run_all())
     warm = samples[min(len(samples) - 1, max(1, len(samples) // 5))]   # after the first fifth
     return {"seen": seen, "seconds": wall, "rss_start_mb": samples[0], "rss_warm_mb": warm,
             "rss_max_after_warm_mb": max(samples[samples.index(warm):]), "rss_end_mb": samples[-1],
@@ -139,20 +144,14 @@ def soak(model_dir: str, texts: list[str], clients: int, requests: int) -> dict:
 def run_once(model_dir: str, texts: list[str], clients: int, requests: int, batching: bool) -> dict:
     extra = [] if batching else ["--max-batch", "1", "--max-wait-ms", "0"]
     server, base = start_server(model_dir, extra)
-    try:
-        lat: list[float] = []
-        errors: list[str] = []
+    lat: list[float] = []
+    errors: list[str] = []
 
-        async def all_clients():
-            await asyncio.wait_for(asyncio.gather(*(client(base, texts, requests, k * requests, lat, errors)
-                                                    for k in range(clients))), timeout=600)
+    async def all_clients():
+        await asyncio.wait_for(asyncio.gather(*(client(base, texts, requests, k * requests, lat, errors)
+                                                for k in range(clients))), timeout=600)
 
-        start = time.perf_counter()
-        asyncio.run(all_clients())
-        wall = time.perf_counter() - start
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    wall = timed_run(server, all_clients())
     q = statistics.quantiles(lat, n=100)
     return {"batching": batching, "requests": len(lat), "errors": len(errors), "seconds": wall,
             "req_per_s": len(lat) / wall, "p50_ms": 1000 * q[49], "p99_ms": 1000 * q[98]}

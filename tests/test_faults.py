@@ -53,6 +53,13 @@ def _snapshot(model):
     return {p.name: p.read_bytes() for p in model.iterdir() if p.is_file()}
 
 
+def _copy_model(src, dst):
+    dst.mkdir()
+    for name, data in _snapshot(src).items():
+        (dst / name).write_bytes(data)
+    return dst
+
+
 def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path):
     cfg = write_tiny_config(tmp_path, reverse_pairs(30, seed=3), train__max_steps=60, train__valid_every=20,
                             train__valid_metric="loss", train__early_stopping=0)
@@ -81,10 +88,7 @@ def test_read_only_model_directory_is_one_line_and_changes_nothing(trained):
 
 def test_broken_checkpoints_name_the_file(trained, tmp_path):
     tmp, cfg = trained
-    copy = tmp_path / "model"
-    copy.mkdir()
-    for name, data in _snapshot(tmp / "model").items():
-        (copy / name).write_bytes(data)
+    copy = _copy_model(tmp / "model", tmp_path / "model")
     text = yaml.safe_load(cfg.read_text())
     text["model_dir"] = str(copy)
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(text))
@@ -105,10 +109,7 @@ def test_broken_checkpoints_name_the_file(trained, tmp_path):
 def test_a_model_directory_reads_nothing_its_config_points_at(trained, tmp_path):
     """config.yaml inside a model directory is data: its paths are never opened when the model is used."""
     tmp, _ = trained
-    model = tmp_path / "model"
-    model.mkdir()
-    for name, data in _snapshot(tmp / "model").items():
-        (model / name).write_bytes(data)
+    model = _copy_model(tmp / "model", tmp_path / "model")
     trap = tmp_path / "outside" / "fifo"
     trap.parent.mkdir()
     os.mkfifo(trap)                                     # opening it for reading would block: the test times out
