@@ -142,6 +142,8 @@ def run_seqattn(a, out: Path) -> dict:
     # the process also loads data and writes the last checkpoint: keep all of it inside the budget
     cfg["train"].update(max_minutes=a.minutes - 0.25, max_steps=a.seqattn_steps, valid_every=a.seqattn_steps // 5,
                         keep_last=10, tensorboard=False)
+    if a.seqattn_dropout is not None:
+        cfg["model"]["dropout"] = a.seqattn_dropout
     d.mkdir(parents=True, exist_ok=True)
     (d / "config.yaml").write_text(yaml.safe_dump(cfg))
     seqattn = [sys.executable, "-m", "seqattn"]
@@ -325,8 +327,10 @@ def main() -> int:
     ap.add_argument("--work", type=Path, required=True, help="prepare.py's output (spm.model, *.sp.*, raw splits)")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "peers")
     ap.add_argument("--minutes", type=float, default=12.0)
-    ap.add_argument("--seqattn-steps", type=int, default=1300, help="seqattn's cosine schedule length; the "
+    ap.add_argument("--seqattn-steps", type=int, default=1450, help="seqattn's cosine schedule length; the "
                     "wall-clock budget stops it earlier if the machine is slower")
+    ap.add_argument("--seqattn-dropout", type=float, default=0.2,
+                    help="model.dropout for the short budget (the 57-minute recipe uses 0.3)")
     ap.add_argument("--systems", default="seqattn,onmt,joey")
     ap.add_argument("--peer-every", type=int, default=100, help="peers save a checkpoint every N steps (their "
                     "configs say 300, past the budget for Joey NMT)")
