@@ -14,7 +14,6 @@ the current batch live in memory, so a corpus of any size trains with about the 
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import random
@@ -26,34 +25,11 @@ import numpy as np
 
 from ..errors import SeqattnError
 from .batching import Batch, collate
+from .corpus import iter_lines
 from .tokenizer import Tokenizer, Tokenizers
 
 CHUNK = 50_000          # pairs encoded at a time
 SAMPLE = 1_000_000      # lines per side the tokenizer is trained on
-
-
-def iter_lines(path: str | Path) -> Iterator[str]:
-    """Yield the lines of a UTF-8 text file (.gz by its magic bytes) one at a time, without newlines.
-
-    Raises SeqattnError naming the file (and line for invalid UTF-8)."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            gz = f.read(2) == b"\x1f\x8b"
-        with (gzip.open if gz else open)(path, "rb") as f:
-            for n, raw in enumerate(f, 1):
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    raise SeqattnError(f"{path}:{n}: invalid UTF-8 (byte 0x{raw[e.start]:02x} at column "
-                                       f"{e.start + 1})") from None
-                yield (line[1:] if n == 1 and line.startswith("\ufeff") else line).rstrip("\n").removesuffix("\r")
-    except FileNotFoundError:
-        raise SeqattnError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise SeqattnError(f"{path}: is a directory, expected a text file") from None
-    except (OSError, EOFError) as e:
-        raise SeqattnError(f"{path}: cannot read ({e})") from None
 
 
 def iter_pairs(src: str | None, tgt: str | None, tsv: str | None) -> Iterator[tuple[str, str]]:

@@ -4,20 +4,29 @@ from __future__ import annotations
 
 import gzip
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import SeqattnError
 
 
-def read_lines(path: str | Path) -> list[str]:
-    """Return the lines of a UTF-8 text file (gzip if it starts with the gzip magic), no newlines."""
+def iter_lines(path: str | Path) -> Iterator[str]:
+    """Yield the lines of a UTF-8 text file (gzip if it starts with the gzip magic) one at a time,
+    without newlines, a leading BOM or trailing CRs; raise SeqattnError naming the file (and line)."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
             gz = f.read(2) == b"\x1f\x8b"
-        opener = gzip.open if gz else open
-        with opener(path, "rb") as f:
-            raw = f.read()
+        with (gzip.open if gz else open)(path, "rb") as f:
+            for n, raw in enumerate(f, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise SeqattnError(f"{path}:{n}: invalid UTF-8 (byte 0x{raw[e.start]:02x} at column "
+                                       f"{e.start + 1})") from None
+                if n == 1:
+                    line = line.removeprefix("\ufeff")
+                yield line.removesuffix("\n").removesuffix("\r")
     except FileNotFoundError:
         raise SeqattnError(f"{path}: file not found") from None
     except IsADirectoryError:
@@ -26,19 +35,14 @@ def read_lines(path: str | Path) -> list[str]:
         raise SeqattnError(f"{path}: permission denied") from None
     except (OSError, EOFError, zlib.error) as e:
         raise SeqattnError(f"{path}: corrupt or truncated gzip file ({e})") from None
-    if not raw.strip():
+
+
+def read_lines(path: str | Path) -> list[str]:
+    """Return the lines of a UTF-8 text file (see iter_lines); an empty or blank file is an error."""
+    lines = list(iter_lines(path))
+    if not any(line.strip() for line in lines):
         raise SeqattnError(f"{path}: file is empty")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw.count(b"\n", 0, e.start) + 1
-        col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
-        raise SeqattnError(f"{path}:{line}: invalid UTF-8 (byte 0x{raw[e.start]:02x} at column {col})") from None
-    text = text.removeprefix("\ufeff")
-    lines = text.split("\n")
-    if lines[-1] == "":
-        lines.pop()
-    return [line.removesuffix("\r") for line in lines]
+    return lines
 
 
 def read_parallel(src: str | Path, tgt: str | Path) -> tuple[list[str], list[str]]:
