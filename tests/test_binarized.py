@@ -76,3 +76,6 @@ def test_binarize_errors_are_one_line(setup, tmp_path):
     (tmp / "bad.yaml").write_text(text)
     assert_one_line_error(run("data", "binarize", tmp / "bad.yaml", "--out", tmp / "bin2"), "line counts differ")
     assert not (tmp / "bin2").exists() and not (tmp / ".bin2.tmp").exists()
+    only_bin = cfg_path.read_text().replace(f"train_tsv: {tmp / 'train.tsv'}", f"binarized: {tmp / 'bin'}")
+    (tmp / "only.yaml").write_text(only_bin)
+    assert_one_line_error(run("data", "binarize", tmp / "only.yaml", "--out", tmp / "bin3"), "has neither")

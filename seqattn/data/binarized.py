@@ -73,6 +73,8 @@ def _sample(pairs: Iterator[tuple[str, str]], k: int, seed: int) -> tuple[list[s
 def binarize(cfg, out: str | Path) -> dict:
     """Write cfg's training data as memory-mappable ids into out (replacing it); return the meta data."""
     d = cfg.data
+    if not (d.train_tsv or d.train_src):
+        raise SeqattnError("data binarize reads data.train_src/train_tgt or data.train_tsv; the config has neither")
     out = Path(out)
     pairs = lambda: iter_pairs(d.train_src, d.train_tgt, d.train_tsv)
     if d.spm_model:
