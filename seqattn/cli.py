@@ -13,7 +13,7 @@ def _progress_callback(total: int | None, desc: str):
 
     bar = tqdm(total=total or None, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True,
                disable=None, mininterval=0.5)
-    state = {"tokens_per_s": None}
+    state: dict = {}   # the last logged window's loss and tokens/s (a step does not wait for its loss)
 
     def callback(kind: str, info: dict) -> None:
         if kind == "start":
@@ -22,12 +22,12 @@ def _progress_callback(total: int | None, desc: str):
                       f"{info['params'] / 1e6:.2f}M parameters", file=sys.stderr)
         elif kind == "step":
             bar.update(info["step"] - bar.n)
-            post = {"loss": f"{info['loss']:.3f}", "ep": info["epoch"]}
-            if state["tokens_per_s"]:
-                post["tok/s"] = f"{state['tokens_per_s']:.0f}"
+            post = {"ep": info["epoch"]}
+            if state:
+                post.update(loss=f"{state['loss']:.3f}", **{"tok/s": f"{state['tokens_per_s']:.0f}"})
             bar.set_postfix(post, refresh=False)
         elif kind == "train":
-            state["tokens_per_s"] = info["tokens_per_s"]
+            state.update(loss=info["loss"], tokens_per_s=info["tokens_per_s"])
         elif kind == "valid":
             bar.write(f"step {info['step']}: valid loss {info['loss']:.3f} ppl {info['ppl']:.2f} "
                       f"BLEU {info['bleu']:.2f} chrF {info['chrf']:.2f} exact {info['exact']:.1f}%"

@@ -18,7 +18,10 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-# test hook: make this rank fail right after start-up (to check that every rank stops)
+from .errors import SeqattnError
+
+# test hook: "R" makes rank R fail right after joining the others, "R:before-joining" just before
+# (to check that every rank stops either way)
 FAIL_RANK_ENV = "SEQATTN_TEST_FAIL_RANK"
 
 
@@ -48,17 +51,21 @@ class Dist:
     def setup(self, device: torch.device) -> torch.device:
         """Join the process group (gloo on CPU, NCCL on CUDA); return this rank's device."""
         if device.type == "cuda":
+            if self.local_rank >= torch.cuda.device_count():
+                raise SeqattnError(f"{self.world} processes need one GPU each: cuda:{self.local_rank} does not "
+                                   f"exist ({torch.cuda.device_count()} GPU(s) found)")
             device = torch.device("cuda", self.local_rank)
             torch.cuda.set_device(device)
         else:
             torch.set_num_threads(max(1, (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                                           else os.cpu_count()) // self.world))
+        injected = os.environ.get(FAIL_RANK_ENV, "")
+        if injected == f"{self.rank}:before-joining":   # the others then wait in init_process_group
+            raise SeqattnError(f"rank {self.rank}: failure injected by {FAIL_RANK_ENV} before joining")
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=self.rank,
                                     world_size=self.world, timeout=timedelta(minutes=30))
-        if os.environ.get(FAIL_RANK_ENV) == str(self.rank):
-            from .errors import SeqattnError
-
+        if injected == str(self.rank):
             raise SeqattnError(f"rank {self.rank}: failure injected by {FAIL_RANK_ENV}")
         return device
 
@@ -108,14 +115,15 @@ def launch(argv: list[str], nproc: int) -> int:
                               env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}) for r in range(nproc)]
     code = 0
     try:
-        while any(p.poll() is None for p in procs):
-            failed = [p.returncode for p in procs if p.returncode not in (None, 0)]
+        while True:
+            codes = [p.poll() for p in procs]   # every one, each time: a rank may fail while another waits
+            failed = [c for c in codes if c not in (None, 0)]
             if failed:
                 code = failed[0]
                 break
+            if all(c == 0 for c in codes):
+                break
             time.sleep(0.05)
-        else:
-            code = next((p.returncode for p in procs if p.returncode), 0)
     except KeyboardInterrupt:
         code = 130
     finally:

@@ -97,9 +97,13 @@ def batch_loss(model: torch.nn.Module, batch: Batch, label_smoothing: float, dev
 
 
 def optimisation_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, t: TrainConfig,
-                      device: torch.device, norm_tokens: int | None = None, grad_scale: float = 1.0) -> float:
+                      device: torch.device, norm_tokens: int | None = None, grad_scale: float = 1.0) -> torch.Tensor:
     """Forward, backward, clip, update on one batch; return its summed loss / norm_tokens (default: its own
-    target tokens). grad_scale multiplies the gradient (the number of ranks, whose gradients DDP averages)."""
+    target tokens) as a 0-dim tensor on the device. grad_scale multiplies the gradient (the number of ranks,
+    whose gradients DDP averages).
+
+    Nothing here waits for the device: on CUDA the host queues the next steps while the GPU runs this
+    one (reading the loss every step held training at 3000-token batches to the host's pace)."""
     norm = norm_tokens or batch.n_tokens
     batch = batch.to(device)
     if batch.src.size(0):
@@ -110,7 +114,7 @@ def optimisation_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, 
     (loss * (grad_scale / norm)).backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip_norm)
     optimizer.step()
-    return loss.item() / norm
+    return loss.detach() / norm
 
 
 def make_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
@@ -302,8 +306,9 @@ class Trainer:
         """Return the summed cross-entropy of a batch (on the device) under teacher forcing (a scalar)."""
         return batch_loss(self.model, batch, label_smoothing, self.device)
 
-    def step(self, batch: Batch) -> float:
-        """One optimisation step on batch (teacher forcing); return its loss per target token.
+    def step(self, batch: Batch) -> torch.Tensor:
+        """One optimisation step on batch (teacher forcing); return this rank's share of its loss per target
+        token (a 0-dim tensor on the device; summed over the ranks it is the batch's loss).
 
         With several ranks each takes its share of the rows; the loss is scaled so that the gradient
         DDP averages is the whole batch's.
@@ -314,7 +319,7 @@ class Trainer:
                                  norm_tokens=batch.n_tokens, grad_scale=d.world)
         if not isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             self.scheduler.step()
-        return d.sum(loss, self.device)
+        return loss
 
     @torch.no_grad()
     def validate(self) -> dict:
@@ -403,16 +408,16 @@ class Trainer:
             for index in order[p.batch_in_epoch :]:
                 tick = time.perf_counter()
                 batch = self.data.train[index]
-                loss_value = self.step(batch)
+                win_loss = win_loss + self.step(batch) * batch.n_tokens   # stays on the device: no waiting
                 p.step += 1
                 p.batch_in_epoch += 1
                 win_tokens += batch.n_tokens
-                win_loss += loss_value * batch.n_tokens
                 p.elapsed += time.perf_counter() - tick
-                self.callback("step", {"step": p.step, "loss": loss_value, "epoch": p.epoch})
+                self.callback("step", {"step": p.step, "epoch": p.epoch})
                 if p.step % t.log_every == 0:
+                    loss = self.dist.sum(float(win_loss), self.device) / max(win_tokens, 1)
                     now = time.perf_counter()
-                    self._log("train", {"step": p.step, "epoch": p.epoch, "loss": win_loss / max(win_tokens, 1),
+                    self._log("train", {"step": p.step, "epoch": p.epoch, "loss": loss,
                                         "tokens_per_s": win_tokens / max(now - win_start, 1e-9),
                                         "lr": self.optimizer.param_groups[0]["lr"], "minutes": p.elapsed / 60})
                     win_tokens, win_loss, win_start = 0, 0.0, now

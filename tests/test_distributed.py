@@ -55,9 +55,10 @@ def test_two_processes_follow_the_one_process_curve(tmp_path):
     assert load_checkpoint(tmp_path / "model" / "last.pt")["progress"]["step"] == 36
 
 
-def test_a_failing_rank_stops_every_rank(tmp_path):
+@pytest.mark.parametrize("when", ["", ":before-joining"])   # rank 0 then waits in training, or in joining
+def test_a_failing_rank_stops_every_rank(tmp_path, when):
     cfg = write_tiny_config(tmp_path, reverse_pairs(50, seed=1), train__max_steps=1000)
-    os.environ["SEQATTN_TEST_FAIL_RANK"] = "1"
+    os.environ["SEQATTN_TEST_FAIL_RANK"] = "1" + when
     try:
         start = time.monotonic()
         proc = run("train", cfg, "--nproc", "2", timeout=300)
