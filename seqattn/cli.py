@@ -96,7 +96,8 @@ def _search_options(args):
 def _add_search_args(p: argparse.ArgumentParser, nbest: bool) -> None:
     g = p.add_argument_group("search")
     g.add_argument("--beam", type=int, default=1, help="beam size (1: greedy)")
-    g.add_argument("--alpha", type=float, default=0.0, help="GNMT length penalty exponent for beam search")
+    g.add_argument("--alpha", type=float, default=1.0, help="GNMT length penalty exponent for beam search "
+                   "(score / ((5 + length) / 6) ** alpha; 0: raw log-probabilities, which favour short outputs)")
     g.add_argument("--sample", action="store_true", help="sample instead of searching")
     g.add_argument("--temperature", type=float, default=1.0)
     g.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (0: all)")

@@ -54,23 +54,28 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
 @torch.no_grad()
 def greedy(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_len: torch.Tensor, *,
            sample: bool = False, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-           generator: torch.Generator | None = None) -> list[Hypothesis]:
+           generator: torch.Generator | None = None, attention: bool = True) -> list[Hypothesis]:
     """Return one output per sentence of src (batch x src_len, lengths src_len on CPU): the argmax at
     each step, or with sample=True a draw from softmax(logits / temperature) cut to top_k / top_p.
 
     Each sentence stops at its own <eos> or its limit max_len (batch); the loop ends when all have.
-    Scores are the model's log-probabilities of the chosen tokens (before temperature and cuts).
+    Finished sentences leave the batch (once an eighth of it has finished), so later steps compute only
+    the sentences still going. Scores are the model's log-probabilities of the chosen tokens (before
+    temperature and cuts). attention=False leaves Hypothesis.attention None.
     """
     enc = model.encode(src, src_len)
     b, device = src.size(0), src.device
     y, feed = _start(model, enc, b)
-    state, limit = enc.state, max_len.to(device)
-    done = torch.zeros(b, dtype=torch.bool, device=device)
+    limit = max_len.to(device)
+    steps = int(limit.max())
+    ids = torch.zeros(b, steps, dtype=torch.long, device=device)     # row i's outputs, cut at out_len[i]
+    att = None                                                       # b x steps x src_len once known
     out_len = limit.clone()
     score = torch.zeros(b, device=device)
-    tokens, alphas = [], []
-    for t in range(int(limit.max())):
-        logits, state, feed, alpha = model.decoder.step(y, state, enc.memory, enc.keys, enc.mask, feed)
+    rows = torch.arange(b, device=device)     # the original row of each sentence still in the batch
+    done = torch.zeros(b, dtype=torch.bool, device=device)           # per row of the current batch
+    for t in range(steps):
+        logits, enc.state, feed, alpha = model.decoder.step(y, enc.state, enc.memory, enc.keys, enc.mask, feed)
         logits = logits.float()
         if sample:
             probs = filter_logits(logits / temperature, top_k, top_p).softmax(-1)
@@ -79,18 +84,25 @@ def greedy(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_len: to
         else:
             best, y = logits.max(dim=-1)
         logp = best - torch.logsumexp(logits, dim=-1)      # log-softmax of the chosen token only
-        score += logp.masked_fill(done, 0.0)
-        tokens.append(y)
-        if alpha is not None:
-            alphas.append(alpha)
+        score.index_add_(0, rows, logp.masked_fill(done, 0.0))
+        ids[rows, t] = y
+        if attention and alpha is not None:
+            if att is None:
+                att = alpha.new_zeros(b, steps, alpha.size(-1))
+            att[rows, t] = alpha
         newly = ~done & ((y == EOS) | (t + 1 >= limit))
-        out_len = torch.where(newly, torch.full_like(out_len, t + 1), out_len)
+        out_len[rows] = torch.where(newly, t + 1, out_len[rows])
         done |= newly
-        if bool(done.all()):
+        n_done = int(done.sum())
+        if n_done == len(rows):
             break
-    ids = torch.stack(tokens, 1).cpu()
-    att = torch.stack(alphas, 1).float().cpu() if alphas else None
-    out_len, score = out_len.cpu().tolist(), score.cpu().tolist()
+        if n_done >= max(1, len(rows) // 8):   # drop the finished rows from every per-row tensor
+            keep = (~done).nonzero().squeeze(1)
+            enc = enc.select(keep)
+            rows, y, limit, done = rows[keep], y[keep], limit[keep], done[keep]
+            feed = None if feed is None else feed[keep]
+    ids, out_len, score = ids.cpu(), out_len.cpu().tolist(), score.cpu().tolist()
+    att = None if att is None else att.float().cpu()
     hyps = []
     for i in range(b):
         row = ids[i, : out_len[i]].tolist()
@@ -101,6 +113,21 @@ def greedy(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_len: to
     return hyps
 
 
+def _cannot_improve(finished: list[Hypothesis], nbest: int, best_alive: float, limit: int, alpha: float) -> bool:
+    """Return whether no hypothesis still alive can enter a sentence's nbest finished ones.
+
+    Raw scores (sums of log-probabilities) only fall as a hypothesis grows, so the best an alive one
+    can reach is best_alive divided by the largest length penalty it can get (alpha >= 0: at the
+    length limit). Stopping then returns what waiting for `beam` finished hypotheses would return.
+    """
+    if len(finished) < nbest or alpha < 0:
+        return False
+    if best_alive == float("-inf"):
+        return True
+    kth = sorted((h.score for h in finished), reverse=True)[nbest - 1]
+    return kth >= best_alive / length_penalty(limit, alpha)
+
+
 @torch.no_grad()
 def beam_search(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_len: torch.Tensor, beam: int,
                 alpha: float = 0.0, nbest: int = 1, attention: bool = True) -> list[list[Hypothesis]]:
@@ -108,9 +135,10 @@ def beam_search(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_le
 
     All unfinished sentences and their beams run as one (active x beam) batch per step. A hypothesis
     that ends in <eos> among the top `beam` candidates is set aside with score
-    logp / length_penalty(len, alpha); a sentence is done when it has `beam` finished hypotheses or
-    reaches its limit max_len (batch), and its rows then leave the batch. With beam 1 this is exactly
-    greedy search. attention=False skips tracking the weights (Hypothesis.attention is None).
+    logp / length_penalty(len, alpha); a sentence is done when it has `beam` finished hypotheses, when
+    no alive hypothesis can still reach its nbest best (the same result, sooner), or when it reaches its
+    limit max_len (batch); its rows then leave the batch. With beam 1 and alpha 0 this is exactly greedy
+    search. attention=False skips tracking the weights (Hypothesis.attention is None).
     """
     if not 1 <= nbest <= beam:
         raise ValueError(f"nbest must be in 1..beam ({beam}), got {nbest}")
@@ -155,8 +183,9 @@ def beam_search(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_le
         origin = (top_beam.gather(1, pick) + torch.arange(n, device=device).unsqueeze(1) * k).view(-1)
         history = torch.cat([history.index_select(0, origin), tok.view(-1, 1)], 1)
         keep = []
+        best_alive = alive_scores[:, 0].tolist()
         for i, sent in enumerate(active):
-            if len(finished[sent]) >= k:
+            if len(finished[sent]) >= k or _cannot_improve(finished[sent], nbest, best_alive[i], limit[sent], alpha):
                 continue
             if t + 1 >= limit[sent]:   # out of length: the best alive ones end here, unfinished
                 for j in range(k):

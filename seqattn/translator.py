@@ -43,7 +43,7 @@ class SearchOptions:
 
     beam: int = 1
     nbest: int = 1
-    alpha: float = 0.0          # GNMT length penalty exponent (beam search)
+    alpha: float = 1.0          # GNMT length penalty exponent (beam search; 0: raw log-probabilities)
     sample: bool = False
     temperature: float = 1.0
     top_k: int = 0              # 0: no cut
@@ -154,7 +154,8 @@ class Translator:
                     else:
                         nbests = [[h] for h in greedy(self.model, src, src_len, limit, sample=opt.sample,
                                                       temperature=opt.temperature, top_k=opt.top_k,
-                                                      top_p=opt.top_p, generator=generator)]
+                                                      top_p=opt.top_p, generator=generator,
+                                                      attention=attention)]
                 for i, hyps in zip(idx, nbests):
                     results[i].extend(self._result(ids[i], h, attention, truncated[i]) for h in hyps)
         return results

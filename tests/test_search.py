@@ -12,7 +12,7 @@ from seqattn.checkpoint import average_checkpoints, load_checkpoint, save_checkp
 from seqattn.config import ModelConfig, load_config
 from seqattn.data.batching import pad_sources
 from seqattn.model.seq2seq import Seq2Seq
-from seqattn.search import beam_search, filter_logits, greedy, max_lengths
+from seqattn.search import Hypothesis, _cannot_improve, beam_search, filter_logits, greedy, max_lengths
 from seqattn.train import Trainer
 from seqattn.translator import SearchOptions, Translator
 
@@ -59,6 +59,40 @@ def test_beam_finds_better_model_scores_and_sorted_distinct_nbest():
         for h in nbest:
             assert h.attention.shape == (len(h.ids) + h.finished, h.attention.shape[1])
             assert torch.allclose(h.attention.sum(-1), torch.ones(h.attention.size(0)), atol=1e-5)
+
+
+@pytest.mark.parametrize("att,feed", [("dot", False), ("general", True)])
+def test_greedy_on_a_batch_equals_each_sentence_alone(att, feed):
+    """Finished sentences leave the batch as it decodes: nothing of the others may move with them."""
+    model = random_model(att, feed)
+    src, src_len, limit = sources(40, seed=5)
+    together = greedy(model, src, src_len, limit)
+    assert len({len(h.ids) for h in together}) > 3             # they finish at many different steps
+    for i in range(len(together)):
+        n = int(src_len[i])
+        (alone,) = greedy(model, src[i : i + 1, :n], src_len[i : i + 1], limit[i : i + 1])
+        assert together[i].ids == alone.ids and together[i].finished == alone.finished
+        assert together[i].score == pytest.approx(alone.score, abs=1e-4)
+        assert torch.allclose(together[i].attention, alone.attention, atol=1e-5)
+    assert all(h.attention is None for h in greedy(model, src, src_len, limit, attention=False))
+
+
+def test_beam_search_stops_a_sentence_once_nothing_alive_can_win():
+    assert not _cannot_improve([], 1, -5.0, 20, 0.0)                          # nothing finished yet
+    finished = [Hypothesis([5], -1.0, None, True), Hypothesis([6], -2.0, None, True)]
+    assert not _cannot_improve(finished, 1, -0.9, 20, 0.0)    # an alive one is still better than -1.0
+    assert _cannot_improve(finished, 1, -1.5, 20, 0.0)        # raw scores only fall: -1.5 stays below -1.0
+    assert not _cannot_improve(finished, 2, -1.5, 20, 0.0)    # ... but it can still beat the second, -2.0
+    assert not _cannot_improve(finished, 1, -2.0, 13, 1.0)    # at length 13: -2.0 / ((5 + 13) / 6) = -0.67
+    assert _cannot_improve(finished, 1, -4.0, 13, 1.0)        # -4.0 / 3 = -1.33 < -1.0
+    # the early stop returns what waiting for `beam` finished hypotheses returns (nbest=5 has to wait)
+    model = random_model()
+    src, src_len, limit = sources(40, seed=4)
+    for alpha in (0.0, 1.0):
+        first = [n[0] for n in beam_search(model, src, src_len, limit, beam=5, alpha=alpha, nbest=1)]
+        waited = [n[0] for n in beam_search(model, src, src_len, limit, beam=5, alpha=alpha, nbest=5)]
+        assert [h.ids for h in first] == [h.ids for h in waited]
+        assert [h.score for h in first] == pytest.approx([h.score for h in waited], abs=1e-5)
 
 
 def test_length_penalty_lengthens_outputs():

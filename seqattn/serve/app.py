@@ -36,7 +36,7 @@ class TranslateRequest(BaseModel):
     texts: list[str] | None = None
     beam: int = Field(1, ge=1)
     nbest: int = Field(1, ge=1)
-    alpha: float = Field(0.0, ge=0.0, le=5.0)
+    alpha: float = Field(1.0, ge=0.0, le=5.0)
     attention: bool = False
 
     model_config = {"extra": "forbid"}
