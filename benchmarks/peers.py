@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SHARED_PEERS = ROOT.parent / "shared" / "peers"
 TEST = "test_2016_flickr"
+ONMT_ENV = {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}   # its checkpoints hold pickled objects
 
 
 def measured(cmd: list[str], log: Path, timeout_s: float | None = None, env: dict | None = None,
@@ -130,6 +131,29 @@ def mfu(tokens_per_s: float, input_feeding: bool, tgt_vocab: int, work: Path) ->
 
 
 # -- seqattn -----------------------------------------------------------------------------------------------
+SEQATTN_DECODE = (
+    "import json, sys, time, torch\n"
+    "from seqattn.translator import Translator, SearchOptions\n"
+    "model, ckpt, beam, src_file, hyp_file, q = sys.argv[1:7]\n"
+    "tr = Translator.load(model, device='cpu', checkpoint=ckpt, quantize=q or None)\n"
+    "src = open(src_file, encoding='utf-8').read().splitlines()\n"
+    "t = time.perf_counter()\n"
+    "out = tr.translate(src, batch_size=64, options=SearchOptions(beam=int(beam)))\n"
+    "dt = time.perf_counter() - t\n"
+    "open(hyp_file, 'w', encoding='utf-8').write(''.join(o.text + '\\n' for o in out))\n"
+    "print(json.dumps({'seconds': dt}))\n")
+
+
+def decode_seqattn(model: Path, ckpt: str, beam: int, work: Path, d: Path, quantize: str = "") -> tuple[float, float]:
+    """Return (test2016 BLEU, sentences/s at batch 64, loading excluded) of a seqattn checkpoint, its defaults."""
+    hyp = d / f"hyp.{Path(ckpt).stem}.b{beam}{quantize}"
+    res = subprocess.run([sys.executable, "-c", SEQATTN_DECODE, str(model), ckpt, str(beam),
+                          str(work / f"{TEST}.de"), str(hyp), quantize], capture_output=True, text=True, check=True)
+    seconds = json.loads(res.stdout.strip().splitlines()[-1])["seconds"]
+    refs = (work / f"{TEST}.en").read_text(encoding="utf-8").splitlines()
+    return bleu(hyp.read_text(encoding="utf-8").splitlines(), refs), len(refs) / seconds
+
+
 def run_seqattn(a, out: Path) -> dict:
     import yaml
 
@@ -154,26 +178,7 @@ def run_seqattn(a, out: Path) -> dict:
     speeds = [r["tokens_per_s"] for r in log if r["kind"] == "train"][1:]
     minutes_at = {r["step"]: r["minutes"] for r in log if r["kind"] == "valid"}
     src = (work / f"{TEST}.de").read_text(encoding="utf-8").splitlines()
-    refs = (work / f"{TEST}.en").read_text(encoding="utf-8").splitlines()
-    decode_script = (
-        "import json, sys, time, torch\n"
-        "from seqattn.translator import Translator, SearchOptions\n"
-        "model, ckpt, beam, src_file, hyp_file, q = sys.argv[1:7]\n"
-        "tr = Translator.load(model, device='cpu', checkpoint=ckpt, quantize=q or None)\n"
-        "src = open(src_file, encoding='utf-8').read().splitlines()\n"
-        "t = time.perf_counter()\n"
-        "out = tr.translate(src, batch_size=64, options=SearchOptions(beam=int(beam)))\n"
-        "dt = time.perf_counter() - t\n"
-        "open(hyp_file, 'w', encoding='utf-8').write(''.join(o.text + '\\n' for o in out))\n"
-        "print(json.dumps({'seconds': dt}))\n")
-
-    def decode(ckpt: str, beam: int, quantize: str = "") -> tuple[float, float]:
-        hyp = d / f"hyp.{Path(ckpt).stem}.b{beam}{quantize}"
-        res = subprocess.run([sys.executable, "-c", decode_script, str(model), ckpt, str(beam),
-                              str(work / f"{TEST}.de"), str(hyp), quantize], capture_output=True, text=True,
-                             check=True)
-        seconds = json.loads(res.stdout.strip().splitlines()[-1])["seconds"]
-        return bleu(hyp.read_text(encoding="utf-8").splitlines(), refs), len(src) / seconds
+    decode = lambda ckpt, beam, quantize="": decode_seqattn(model, ckpt, beam, work, d, quantize)   # noqa: E731
 
     last = max(int(p.stem[5:]) for p in model.glob("step_*.pt"))
     result = {"train": train, "tokens_per_s": statistics.median(speeds), "steps": last,
@@ -193,6 +198,17 @@ def run_seqattn(a, out: Path) -> dict:
 
 
 # -- OpenNMT-py --------------------------------------------------------------------------------------------
+def decode_onmt(bin_: Path, ckpt: Path, beam: int, work: Path, d: Path) -> tuple[float, float]:
+    """Return (test2016 BLEU, sentences/s at batch 64 as it reports them) of an OpenNMT-py checkpoint."""
+    hyp = d / f"hyp.{ckpt.stem}.b{beam}"
+    res = subprocess.run([str(bin_ / "onmt_translate"), "-model", str(ckpt), "-src", str(work / f"{TEST}.sp.de"),
+                          "-output", str(hyp), "-beam_size", str(beam), "-batch_size", "64", "-report_time"],
+                         capture_output=True, text=True, check=True, env={**os.environ, **ONMT_ENV})
+    seconds = float(re.search(r"Total translation time \(s\):\s*([\d.]+)", res.stdout + res.stderr).group(1))
+    refs = (work / f"{TEST}.en").read_text(encoding="utf-8").splitlines()
+    return bleu(unpiece(work, hyp), refs), len(refs) / seconds
+
+
 def run_onmt(a, out: Path) -> dict:
     work, d, bin_ = a.work, out / "onmt", a.peers_venv / "bin"
     d.mkdir(parents=True, exist_ok=True)
@@ -208,17 +224,8 @@ def run_onmt(a, out: Path) -> dict:
     speeds = [float(m.group(1)) for m in re.finditer(r"\d+/\s*(\d+) tok/s", text)][1:]
     ckpts = sorted((d / "run").glob("model_step_*.pt"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
     inside = [p for p in ckpts if p.stat().st_mtime - train["start"] <= a.minutes * 60]
-    env = {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
-    refs = (work / f"{TEST}.en").read_text(encoding="utf-8").splitlines()
 
-    def decode(ckpt: Path, beam: int) -> tuple[float, float]:
-        hyp = d / f"hyp.{ckpt.stem}.b{beam}"
-        res = subprocess.run([str(bin_ / "onmt_translate"), "-model", str(ckpt), "-src",
-                              str(work / f"{TEST}.sp.de"), "-output", str(hyp), "-beam_size", str(beam),
-                              "-batch_size", "64", "-report_time"], capture_output=True, text=True, check=True,
-                             env={**os.environ, **env})
-        seconds = float(re.search(r"Total translation time \(s\):\s*([\d.]+)", res.stdout + res.stderr).group(1))
-        return bleu(unpiece(work, hyp), refs), len(refs) / seconds
+    decode = lambda ckpt, beam: decode_onmt(bin_, ckpt, beam, work, d)   # noqa: E731
 
     last = inside[-1]
     result = {"train": train, "tokens_per_s": statistics.median(speeds), "steps": int(last.stem.rsplit("_", 1)[1])}
@@ -227,7 +234,7 @@ def run_onmt(a, out: Path) -> dict:
     one = d / "one.sp.de"
     one.write_text((work / f"{TEST}.sp.de").read_text(encoding="utf-8").splitlines()[0] + "\n", encoding="utf-8")
     result["startup_s"] = startup([str(bin_ / "onmt_translate"), "-model", str(last), "-src", str(one),
-                                   "-output", os.devnull], env=env)
+                                   "-output", os.devnull], env=ONMT_ENV)
     result["curve"] = [((p.stat().st_mtime - train["start"]) / 60, decode(p, 1)[0]) for p in inside]
     result["tgt_vocab"] = sum(1 for _ in (d / "run" / "vocab.tgt").open()) + 4   # + <unk> <blank> <s> </s>
     result.update(mfu(result["tokens_per_s"], True, result["tgt_vocab"], work))
@@ -235,6 +242,24 @@ def run_onmt(a, out: Path) -> dict:
 
 
 # -- Joey NMT ----------------------------------------------------------------------------------------------
+def decode_joey(py: str, ckpt: Path, beam: int, work: Path, d: Path) -> tuple[float, float]:
+    """Return (test2016 BLEU, sentences/s, process time including its start) of a Joey NMT checkpoint."""
+    import yaml
+
+    c = yaml.safe_load((d / "joey.yaml").read_text())
+    c["testing"].update(load_model=str(ckpt), beam_size=beam)
+    c["data"]["dev"] = c["data"]["test"]             # its `test` decodes dev and test: make both test2016
+    tcfg = d / f"test.b{beam}.yaml"
+    tcfg.write_text(yaml.safe_dump(c))
+    hyp = d / f"hyp.{ckpt.stem}.b{beam}"
+    t = time.perf_counter()
+    subprocess.run([py, "-m", "joeynmt", "test", str(tcfg), "--output-path", str(hyp)], check=True,
+                   capture_output=True)
+    seconds = time.perf_counter() - t
+    refs = (work / f"{TEST}.en").read_text(encoding="utf-8").splitlines()
+    return bleu(unpiece(work, Path(f"{hyp}.test")), refs), 2 * len(refs) / seconds   # it decoded 2 x 1000
+
+
 def run_joey(a, out: Path) -> dict:
     import yaml
 
@@ -253,20 +278,8 @@ def run_joey(a, out: Path) -> dict:
     speeds = [float(x) for x in re.findall(r"Tokens per Sec:\s*([\d.]+)", log)][1:]
     ckpts = sorted((p for p in (d / "run").glob("*.ckpt") if p.stem.isdigit()), key=lambda p: int(p.stem))
     inside = [p for p in ckpts if p.stat().st_mtime - train["start"] <= a.minutes * 60]
-    refs = (work / f"{TEST}.en").read_text(encoding="utf-8").splitlines()
 
-    def decode(ckpt: Path, beam: int) -> tuple[float, float]:
-        c = yaml.safe_load((d / "joey.yaml").read_text())
-        c["testing"].update(load_model=str(ckpt), beam_size=beam)
-        c["data"]["dev"] = c["data"]["test"]             # its `test` decodes dev and test: make both test2016
-        tcfg = d / f"test.b{beam}.yaml"
-        tcfg.write_text(yaml.safe_dump(c))
-        hyp = d / f"hyp.{ckpt.stem}.b{beam}"
-        t = time.perf_counter()
-        subprocess.run([py, "-m", "joeynmt", "test", str(tcfg), "--output-path", str(hyp)], check=True,
-                       capture_output=True)
-        seconds = time.perf_counter() - t
-        return bleu(unpiece(work, Path(f"{hyp}.test")), refs), 2 * len(refs) / seconds   # it decoded 2 x 1000
+    decode = lambda ckpt, beam: decode_joey(py, ckpt, beam, work, d)   # noqa: E731
 
     result = {"train": train, "tokens_per_s": statistics.median(speeds) if speeds else None,
               "steps": int(inside[-1].stem) if inside else 0}
@@ -321,6 +334,54 @@ def table(results: dict) -> str:
     return head + "\n".join(lines)
 
 
+def decode_again(a) -> int:
+    """Decode with the last in-budget checkpoint of each system of an earlier run, interleaved over rounds, so
+    the decoding ratios come from one run on a quiet machine; print and save the medians."""
+    saved = json.loads((a.out / "peers.json").read_text())
+    systems = [k for k in a.systems.split(",") if k in saved]
+    ckpt = {"seqattn": f"step_{saved.get('seqattn', {}).get('steps')}.pt",
+            "onmt": a.out / "onmt" / "run" / f"model_step_{saved.get('onmt', {}).get('steps')}.pt",
+            "joey": a.out / "joey" / "run" / f"{saved.get('joey', {}).get('steps')}.ckpt"}
+    runs = {"seqattn": lambda beam, q="": decode_seqattn(a.out / "seqattn" / "model", ckpt["seqattn"], beam, a.work,
+                                                          a.out / "seqattn", q),
+            "onmt": lambda beam: decode_onmt(a.peers_venv / "bin", ckpt["onmt"], beam, a.work, a.out / "onmt"),
+            "joey": lambda beam: decode_joey(str(a.peers_venv / "bin" / "python"), ckpt["joey"], beam, a.work,
+                                             a.out / "joey")}
+    jobs = [(k, beam, "") for k in systems for beam in (1, 5)]
+    if "seqattn" in systems:
+        jobs += [("seqattn", beam, "int8") for beam in (1, 5)]
+    seen: dict = {}
+    for r in range(a.decode_only):
+        for k, beam, q in jobs:
+            score, speed = runs[k](beam, q) if q else runs[k](beam)
+            seen.setdefault((k, beam, q), []).append((score, speed))
+            print(f"round {r + 1}: {k} beam {beam} {q}: BLEU {score:.2f}, {speed:,.0f} sent/s", file=sys.stderr,
+                  flush=True)
+    out = {f"{k}/beam{beam}{'/' + q if q else ''}": {"bleu": v[0][0], "sents_per_s": statistics.median(s for _, s in v),
+                                                      "all_sents_per_s": [s for _, s in v]}
+           for (k, beam, q), v in seen.items()}
+    out["_meta"] = {"date": datetime.date.today().isoformat(), "rounds": a.decode_only, "checkpoints": str(ckpt),
+                    "command": f"python benchmarks/peers.py --peers-venv {a.peers_venv} --work {a.work} "
+                               f"--out {a.out} --decode-only {a.decode_only}"}
+    dest = ROOT / "benchmarks" / "results"
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "peers_decode.json").write_text(json.dumps(out, indent=1))
+    best = {beam: max((out[f"{k}/beam{beam}"]["sents_per_s"] for k in systems if k != "seqattn"), default=None)
+            for beam in (1, 5)}
+    print("| | " + " | ".join(f"BLEU / sent/s {'greedy' if b == 1 else 'beam 5'}" for b in (1, 5)) + " |")
+    print("|---|---|---|")
+    for key in [k for k in out if not k.startswith("_")]:
+        if key.endswith("beam5") or key.endswith("beam5/int8"):
+            continue
+        cells = []
+        for beam in (1, 5):
+            r = out[key.replace("beam1", f"beam{beam}")]
+            ratio = f" ({r['sents_per_s'] / best[beam]:.2f}x)" if key.startswith("seqattn") and best[beam] else ""
+            cells.append(f"{r['bleu']:.2f} / {r['sents_per_s']:,.0f}{ratio}")
+        print(f"| {key.replace('/beam1', '')} | " + " | ".join(cells) + " |")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--peers-venv", type=Path, required=True)
@@ -334,9 +395,14 @@ def main() -> int:
     ap.add_argument("--systems", default="seqattn,onmt,joey")
     ap.add_argument("--peer-every", type=int, default=100, help="peers save a checkpoint every N steps (their "
                     "configs say 300, past the budget for Joey NMT)")
+    ap.add_argument("--decode-only", type=int, metavar="REPEATS", default=0,
+                    help="train nothing: decode test2016 again with the checkpoints of the run in --out, each system "
+                         "in turn, REPEATS rounds; report median sentences/s (benchmarks/results/peers_decode.json)")
     a = ap.parse_args()
     a.work, a.out = a.work.resolve(), a.out.resolve()
     a.out.mkdir(parents=True, exist_ok=True)
+    if a.decode_only:
+        return decode_again(a)
     saved = a.out / "peers.json"
     results = json.loads(saved.read_text()) if saved.exists() else {}
     for name in a.systems.split(","):
