@@ -32,6 +32,7 @@ import torch  # noqa: E402
 
 from seqattn import bench, train  # noqa: E402
 from seqattn.config import ModelConfig  # noqa: E402
+from seqattn.model import encoder  # noqa: E402
 
 TEST = "test_2016_flickr"
 OPTIMISATION_STEP = train.optimisation_step
@@ -90,10 +91,12 @@ def patched(module, name, value):
 
 def bench_variants(seconds: float) -> list[dict]:
     """Return seqattn bench at the peers' matched size for batch sizes and precisions."""
-    variants = [("bf16 autocast", 3000, None), ("bf16, loss read back every step", 3000, "sync"),
-                ("float32 (torch defaults: cuDNN TF32)", 3000, "fp32"), ("bf16 autocast", 12000, None),
-                ("bf16 autocast", 24000, None), ("float32 (torch defaults: cuDNN TF32)", 24000, "fp32"),
-                ("bf16 autocast", 48000, None)]
+    variants = [("bf16 autocast, RNNs in float32 (default)", 3000, None),
+                ("bf16 autocast, RNNs in fp16 (torch's autocast rule)", 3000, "rnn16"),
+                ("float32 (torch defaults: TF32 in cuDNN only)", 3000, "fp32"),
+                ("bf16 autocast, RNNs in float32 (default)", 24000, None),
+                ("bf16 autocast, RNNs in fp16 (torch's autocast rule)", 24000, "rnn16"),
+                ("bf16 autocast, RNNs in float32 (default)", 48000, None)]
     out = []
     for name, tokens, mode in variants:
         with contextlib.ExitStack() as stack:
@@ -101,6 +104,8 @@ def bench_variants(seconds: float) -> list[dict]:
                 stack.enter_context(patched(train, "autocast", lambda device: contextlib.nullcontext()))
             if mode == "sync":
                 stack.enter_context(patched(train, "optimisation_step", _step_reading_loss))
+            if mode == "rnn16":
+                stack.enter_context(patched(encoder, "RNN_FLOAT32_UNDER_AUTOCAST", False))
             r = bench.run_bench(seconds, ModelConfig(), 8000, 4000, tokens, DEVICE)
         row = {"variant": name, "batch_tokens": tokens, **r.to_dict()}
         print(f"bench {name} @ {tokens}: {r.tokens_per_s:,.0f} tok/s, ceiling {r.ceiling_tokens_per_s:,.0f}, "

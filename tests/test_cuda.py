@@ -76,6 +76,9 @@ def test_bf16_autocast_stays_close_to_float32():
     batch = _batch(1)
     loss_bf16, logits, _ = _loss(model, batch, CUDA)
     assert logits.dtype == torch.bfloat16                      # autocast reached the output layer
+    with autocast(CUDA):
+        enc = model.encode(batch.src.to(CUDA), batch.src_len)
+    assert enc.memory.dtype == torch.float32                   # cuDNN's LSTM ran in float32, not fp16
     with torch.autocast("cuda", enabled=False):
         b = batch.to(CUDA)
         ref, _ = model(b.src, b.src_len, b.tgt_in)

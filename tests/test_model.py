@@ -111,3 +111,18 @@ def test_smoothed_cross_entropy_equals_torch_value_and_gradient(smoothing):
     logp = torch.log_softmax(logits[0], -1)
     one = smoothed_cross_entropy(logits[:1].clone().requires_grad_(), target[:1], smoothing, 0)
     assert torch.isclose(one, (1 - smoothing) * -logp[target[0]] - smoothing * logp.mean(), atol=1e-5)
+
+
+def test_rnns_run_in_float32_under_autocast():
+    """Autocast keeps bf16 for the matrix products around the RNNs, not for the RNNs (whose CUDA autocast
+    rule is fp16 without loss scaling): the encoder's states are the float32 ones, bit for bit."""
+    cfg = ModelConfig(emb_size=16, enc_hidden_size=12, dec_hidden_size=24, dropout=0.0)
+    model = Seq2Seq(cfg, 30, 25).eval()
+    src, src_len, tgt = _batch()
+    ref = model.encode(src, src_len)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        enc = model.encode(src, src_len)
+        logits, _ = model(src, src_len, tgt)
+    assert enc.memory.dtype == torch.float32 and torch.equal(enc.memory, ref.memory)
+    assert all(torch.equal(a, b) for a, b in zip(enc.state, ref.state))
+    assert logits.dtype == torch.bfloat16                    # the output layer still runs in bf16

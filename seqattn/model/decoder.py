@@ -8,7 +8,7 @@ from torch import nn
 from ..data.tokenizer import PAD
 from .attention import Attention
 from .dropout import Dropout
-from .encoder import RNNS
+from .encoder import RNNS, run_rnn
 
 
 class Decoder(nn.Module):
@@ -61,7 +61,7 @@ class Decoder(nn.Module):
                 logits.append(step_logits)
                 alphas.append(alpha)
             return torch.stack(logits, 1), torch.stack(alphas, 1)
-        s, _ = self.rnn(self.dropout(self.embed(tgt_in)), state)
+        s, _ = run_rnn(self.rnn, self.dropout(self.embed(tgt_in)), state)
         s_tilde, alpha = self.attend(s, memory, keys, mask)
         return self.out(s_tilde), alpha
 
@@ -86,7 +86,7 @@ class Decoder(nn.Module):
         """
         rnn = self.rnn
         if self.training or type(rnn) not in (nn.LSTM, nn.GRU):   # training, or quantized modules
-            out, state = rnn(x.unsqueeze(1), state)
+            out, state = run_rnn(rnn, x.unsqueeze(1), state)
             return out[:, 0], state
         lstm = isinstance(rnn, nn.LSTM)
         hs, cs = [], []
