@@ -32,7 +32,7 @@ import torch  # noqa: E402
 
 from seqattn import bench, train  # noqa: E402
 from seqattn.config import ModelConfig  # noqa: E402
-from seqattn.model import encoder  # noqa: E402
+from seqattn.model import rnn  # noqa: E402
 
 TEST = "test_2016_flickr"
 OPTIMISATION_STEP = train.optimisation_step
@@ -105,7 +105,7 @@ def bench_variants(seconds: float) -> list[dict]:
             if mode == "sync":
                 stack.enter_context(patched(train, "optimisation_step", _step_reading_loss))
             if mode == "rnn16":
-                stack.enter_context(patched(encoder, "RNN_FLOAT32_UNDER_AUTOCAST", False))
+                stack.enter_context(patched(rnn, "RNN_FLOAT32_UNDER_AUTOCAST", False))
             r = bench.run_bench(seconds, ModelConfig(), 8000, 4000, tokens, DEVICE)
         row = {"variant": name, "batch_tokens": tokens, **r.to_dict()}
         print(f"bench {name} @ {tokens}: {r.tokens_per_s:,.0f} tok/s, ceiling {r.ceiling_tokens_per_s:,.0f}, "

@@ -388,7 +388,7 @@ def main() -> int:
     ap.add_argument("--work", type=Path, required=True, help="prepare.py's output (spm.model, *.sp.*, raw splits)")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "peers")
     ap.add_argument("--minutes", type=float, default=12.0)
-    ap.add_argument("--seqattn-steps", type=int, default=1450, help="seqattn's cosine schedule length; the "
+    ap.add_argument("--seqattn-steps", type=int, default=1500, help="seqattn's cosine schedule length; the "
                     "wall-clock budget stops it earlier if the machine is slower")
     ap.add_argument("--seqattn-dropout", type=float, default=0.2,
                     help="model.dropout for the short budget (the 57-minute recipe uses 0.3)")

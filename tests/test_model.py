@@ -126,3 +126,47 @@ def test_rnns_run_in_float32_under_autocast():
     assert enc.memory.dtype == torch.float32 and torch.equal(enc.memory, ref.memory)
     assert all(torch.equal(a, b) for a, b in zip(enc.state, ref.state))
     assert logits.dtype == torch.bfloat16                    # the output layer still runs in bf16
+
+
+@pytest.mark.parametrize("kind,layers,bidirectional", [("lstm", 1, True), ("gru", 1, True), ("lstm", 2, False),
+                                                       ("gru", 2, True)])
+def test_packed_training_path_equals_torchs_packed_rnn(kind, layers, bidirectional):
+    """seqattn's CPU training path for packed sequences computes what nn.LSTM / nn.GRU compute: outputs,
+    final states (in the batch's own order) and every gradient."""
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    from seqattn.model.rnn import RNNS, packed_rnn
+
+    torch.manual_seed(3)
+    rnn = RNNS[kind](6, 5, layers, batch_first=True, bidirectional=bidirectional)   # dropout 0: deterministic
+    lengths = torch.tensor([3, 7, 1, 7, 4, 2])
+    x = torch.randn(6, 7, 6, requires_grad=True)
+    results = []
+    for run in (lambda p: rnn(p), lambda p: packed_rnn(rnn, p)):
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        out, final = run(packed)
+        finals = final if isinstance(final, tuple) else (final,)
+        w = torch.randn_like(out.data, generator=torch.Generator().manual_seed(0))
+        loss = (out.data * w).sum() + sum((f * (i + 2)).sum() for i, f in enumerate(finals))
+        grads = torch.autograd.grad(loss, [x, *rnn.parameters()])
+        results.append((out.data, finals, grads))
+    (out_a, fin_a, grad_a), (out_b, fin_b, grad_b) = results
+    assert torch.allclose(out_a, out_b, atol=1e-6)
+    assert len(fin_a) == len(fin_b) and all(a.shape == b.shape and torch.allclose(a, b, atol=1e-6)
+                                            for a, b in zip(fin_a, fin_b))
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(grad_a, grad_b))
+
+
+def test_the_encoder_trains_through_the_packed_path_on_the_cpu(monkeypatch):
+    import seqattn.model.rnn as rnn_module
+
+    calls = []
+    real = rnn_module.packed_rnn
+    monkeypatch.setattr(rnn_module, "packed_rnn", lambda *a: calls.append(1) or real(*a))
+    model = Seq2Seq(ModelConfig(emb_size=16, enc_hidden_size=12, dec_hidden_size=24, dropout=0.0), 30, 25)
+    src, src_len, tgt = _batch()
+    with torch.no_grad():
+        ref, _ = model(src, src_len, tgt)          # inference: torch's packed RNN
+    assert calls == []
+    logits, _ = model(src, src_len, tgt)           # training: the split-based path, same numbers
+    assert calls == [1] and torch.allclose(logits, ref, atol=1e-5)

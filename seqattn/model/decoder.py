@@ -8,7 +8,7 @@ from torch import nn
 from ..data.tokenizer import PAD
 from .attention import Attention
 from .dropout import Dropout
-from .encoder import RNNS, run_rnn
+from .rnn import RNNS, run_rnn
 
 
 class Decoder(nn.Module):

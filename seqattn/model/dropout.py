@@ -16,5 +16,10 @@ class Dropout(nn.Dropout):
         """Return x (any shape) with elements zeroed with probability p and the rest scaled by 1/(1-p)."""
         if not self.training or self.p == 0 or x.device.type != "cpu":
             return super().forward(x)
-        keep = torch.rand_like(x) >= self.p
-        return x * keep * (1.0 / (1.0 - self.p))
+        return cpu_dropout(x, self.p)
+
+
+def cpu_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Return x (any shape) with elements zeroed with probability p and the rest scaled by 1/(1-p)."""
+    keep = torch.rand_like(x) >= p
+    return x * keep * (1.0 / (1.0 - p))

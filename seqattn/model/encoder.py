@@ -4,27 +4,11 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..data.tokenizer import PAD
 from .dropout import Dropout
-
-RNNS = {"lstm": nn.LSTM, "gru": nn.GRU}
-# Under CUDA autocast torch runs cuDNN's RNNs in fp16 (not bf16), re-casting their weights on every call
-# and without loss scaling; these run them in float32 instead (TF32 in cuDNN), the rest stays bf16.
-RNN_FLOAT32_UNDER_AUTOCAST = True
-
-
-def run_rnn(rnn: nn.Module, x, state=None):
-    """Return rnn(x, state) (x a tensor or PackedSequence); under autocast in float32 when
-    RNN_FLOAT32_UNDER_AUTOCAST, with a float32 state, so the outputs are float32."""
-    data = x.data if isinstance(x, PackedSequence) else x
-    if not (RNN_FLOAT32_UNDER_AUTOCAST and torch.is_autocast_enabled(data.device.type)):
-        return rnn(x, state)
-    if state is not None:
-        state = tuple(s.float() for s in state) if isinstance(state, tuple) else state.float()
-    with torch.autocast(data.device.type, enabled=False):
-        return rnn(x.float(), state)
+from .rnn import RNNS, run_rnn
 
 
 class Encoder(nn.Module):
