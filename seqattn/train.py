@@ -102,8 +102,8 @@ def optimisation_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, 
     target tokens) as a 0-dim tensor on the device. grad_scale multiplies the gradient (the number of ranks,
     whose gradients DDP averages).
 
-    Nothing here waits for the device: on CUDA the host queues the next steps while the GPU runs this
-    one (reading the loss every step held training at 3000-token batches to the host's pace)."""
+    Nothing here waits for the device: on CUDA the host can queue the next step while the GPU still runs
+    this one; the trainer reads the loss back only when it logs."""
     norm = norm_tokens or batch.n_tokens
     batch = batch.to(device)
     if batch.src.size(0):
