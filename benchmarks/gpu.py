@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import random
+import re
 import statistics
 import subprocess
 import sys
@@ -143,14 +144,19 @@ def profile(out: Path, steps: int = 20) -> dict:
     attr = "self_device_time_total" if hasattr(events[0], "self_device_time_total") else "self_cuda_time_total"
     if dev.type == "cpu":
         attr = "self_cpu_time_total"
-    gpu_us = sum(getattr(e, attr) for e in events)
-    kernels = sum(1 for e in prof.events() if getattr(e, "device_type", None) is not None
-                  and str(e.device_type).endswith("CUDA"))
+    by_device = events.table(sort_by=attr, row_limit=30)
+    # the profiler's own footer: operators and their kernels both carry device time, so summing the
+    # rows would count it twice
+    label = "CPU" if dev.type == "cpu" else "(?:CUDA|Device)"
+    found = re.search(rf"Self {label} time total: ([\d.]+)(us|ms|s)\b", by_device)
+    busy_ms = float(found.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[found.group(2)] if found else float("nan")
+    kernels = sum(1 for e in prof.events() if str(getattr(e, "device_type", "")).endswith("CUDA"))
     with open(out / "profile.txt", "w") as f:
-        f.write(events.table(sort_by=attr, row_limit=30) + "\n\n")
+        f.write(by_device + "\n\n")
         f.write(events.table(sort_by="cpu_time_total", row_limit=30) + "\n")
-    return {"steps": len(batches) - 5, "wall_ms_per_step": 1e3 * wall / (len(batches) - 5),
-            "gpu_busy_ms_per_step": gpu_us / 1e3 / (len(batches) - 5), "kernels_per_step": kernels / (len(batches) - 5)}
+    n = len(batches) - 5
+    return {"steps": n, "wall_ms_per_step": 1e3 * wall / n, "gpu_busy_ms_per_step": busy_ms / n,
+            "kernels_per_step": kernels / n}
 
 
 def train_multi30k(data: Path, out: Path, minutes: float) -> dict:
