@@ -36,7 +36,6 @@ from seqattn.config import ModelConfig  # noqa: E402
 from seqattn.model import rnn  # noqa: E402
 
 TEST = "test_2016_flickr"
-OPTIMISATION_STEP = train.optimisation_step
 DEVICE = torch.device("cuda")   # --device cpu: a dry run of this script on a machine without a GPU
 
 
@@ -73,13 +72,6 @@ def peak_bf16_tflops(n: int = 8192, reps: int = 20) -> float:
     return 2 * n**3 / statistics.median(times) / 1e12
 
 
-def _step_reading_loss(*args, **kwargs):
-    """train.optimisation_step, then reading its loss back (the host waits for the GPU every step)."""
-    loss = OPTIMISATION_STEP(*args, **kwargs)
-    loss.item()
-    return loss
-
-
 @contextlib.contextmanager
 def patched(module, name, value):
     saved = getattr(module, name)
@@ -103,8 +95,6 @@ def bench_variants(seconds: float) -> list[dict]:
         with contextlib.ExitStack() as stack:
             if mode == "fp32":
                 stack.enter_context(patched(train, "autocast", lambda device: contextlib.nullcontext()))
-            if mode == "sync":
-                stack.enter_context(patched(train, "optimisation_step", _step_reading_loss))
             if mode == "rnn16":
                 stack.enter_context(patched(rnn, "RNN_FLOAT32_UNDER_AUTOCAST", False))
             r = bench.run_bench(seconds, ModelConfig(), 8000, 4000, tokens, DEVICE)
