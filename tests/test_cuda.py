@@ -11,6 +11,7 @@ from seqattn.bench import BatchShape, gemm_rate, run_bench
 from seqattn.checkpoint import load_checkpoint
 from seqattn.config import ModelConfig, load_config
 from seqattn.data.batching import collate
+from seqattn.data.tokenizer import SOS
 from seqattn.device import autocast
 from seqattn.errors import SeqattnError
 from seqattn.model.loss import smoothed_cross_entropy
@@ -79,6 +80,11 @@ def test_bf16_autocast_stays_close_to_float32():
     with autocast(CUDA):
         enc = model.encode(batch.src.to(CUDA), batch.src_len)
     assert enc.memory.dtype == torch.float32                   # cuDNN's LSTM ran in float32, not fp16
+    model.eval()
+    with torch.no_grad(), autocast(CUDA):                      # decoding's cell steps: the same precision
+        sos = torch.full((batch.src.size(0),), SOS, device=CUDA)
+        _, state, _, _ = model.decoder.step(sos, enc.state, enc.memory, enc.keys, enc.mask)
+    assert all(s.dtype == torch.float32 for s in state)
     with torch.autocast("cuda", enabled=False):
         b = batch.to(CUDA)
         ref, _ = model(b.src, b.src_len, b.tgt_in)

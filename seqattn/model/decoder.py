@@ -8,7 +8,7 @@ from torch import nn
 from ..data.tokenizer import PAD
 from .attention import Attention
 from .dropout import Dropout
-from .rnn import RNNS, run_rnn
+from .rnn import RNNS, in_rnn_precision, run_rnn
 
 
 class Decoder(nn.Module):
@@ -82,12 +82,18 @@ class Decoder(nn.Module):
         """Return (top-layer output batch x hidden, new state) of one RNN step on x (batch x in).
 
         In inference the cell functions run directly: nn.LSTM/nn.GRU on one step spend more time
-        preparing weights (oneDNN reorders them on every call) than computing, about 2x slower.
+        preparing weights (oneDNN reorders them on every call) than computing, about 2x slower. Both
+        run in the RNN precision of training (float32 under autocast, see model/rnn.py).
         """
         rnn = self.rnn
         if self.training or type(rnn) not in (nn.LSTM, nn.GRU):   # training, or quantized modules
             out, state = run_rnn(rnn, x.unsqueeze(1), state)
             return out[:, 0], state
+        return in_rnn_precision(self._cell_step, x, state)
+
+    def _cell_step(self, x: torch.Tensor, state):
+        """Return (top-layer output batch x hidden, new state) of nn.LSTM/nn.GRU's cells on x (batch x in)."""
+        rnn = self.rnn
         lstm = isinstance(rnn, nn.LSTM)
         hs, cs = [], []
         for layer in range(rnn.num_layers):

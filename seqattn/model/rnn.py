@@ -22,16 +22,21 @@ RNN_FLOAT32_UNDER_AUTOCAST = True
 
 
 def run_rnn(rnn: nn.Module, x, state=None):
-    """Return rnn(x, state) for x a batch-first tensor or a PackedSequence: under autocast in float32
-    (when RNN_FLOAT32_UNDER_AUTOCAST), with a float32 state, so the outputs are float32; on the CPU with
-    gradients and a packed x from a zero state, through `packed_rnn`."""
+    """Return rnn(x, state) for x a batch-first tensor or a PackedSequence, in the RNN precision (see
+    `in_rnn_precision`); on the CPU with gradients and a packed x from a zero state, through `packed_rnn`."""
+    return in_rnn_precision(lambda x, state: _run(rnn, x, state), x, state)
+
+
+def in_rnn_precision(fn, x, state):
+    """Return fn(x, state); under autocast (when RNN_FLOAT32_UNDER_AUTOCAST) with autocast off and x and
+    the state (tensor or tuple of tensors) in float32, so an RNN's outputs and new state are float32."""
     device = (x.data if isinstance(x, PackedSequence) else x).device.type
     if not (RNN_FLOAT32_UNDER_AUTOCAST and torch.is_autocast_enabled(device)):
-        return _run(rnn, x, state)
+        return fn(x, state)
     if state is not None:
         state = tuple(s.float() for s in state) if isinstance(state, tuple) else state.float()
     with torch.autocast(device, enabled=False):
-        return _run(rnn, x.float(), state)
+        return fn(x.float(), state)
 
 
 def _run(rnn: nn.Module, x, state):
