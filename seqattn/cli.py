@@ -24,7 +24,7 @@ def _progress_callback(total: int | None, desc: str):
             bar.update(info["step"] - bar.n)
             post = {"ep": info["epoch"]}
             if state:
-                post.update(loss=f"{state['loss']:.3f}", **{"tok/s": f"{state['tokens_per_s']:.0f}"})
+                post["loss"], post["tok/s"] = f"{state['loss']:.3f}", f"{state['tokens_per_s']:.0f}"
             bar.set_postfix(post, refresh=False)
         elif kind == "train":
             state.update(loss=info["loss"], tokens_per_s=info["tokens_per_s"])
