@@ -342,10 +342,10 @@ def decode_again(a) -> int:
     ckpt = {"seqattn": f"step_{saved.get('seqattn', {}).get('steps')}.pt",
             "onmt": a.out / "onmt" / "run" / f"model_step_{saved.get('onmt', {}).get('steps')}.pt",
             "joey": a.out / "joey" / "run" / f"{saved.get('joey', {}).get('steps')}.ckpt"}
-    runs = {"seqattn": lambda beam, q="": decode_seqattn(a.out / "seqattn" / "model", ckpt["seqattn"], beam, a.work,
+    runs = {"seqattn": lambda beam, q: decode_seqattn(a.out / "seqattn" / "model", ckpt["seqattn"], beam, a.work,
                                                           a.out / "seqattn", q),
-            "onmt": lambda beam: decode_onmt(a.peers_venv / "bin", ckpt["onmt"], beam, a.work, a.out / "onmt"),
-            "joey": lambda beam: decode_joey(str(a.peers_venv / "bin" / "python"), ckpt["joey"], beam, a.work,
+            "onmt": lambda beam, q: decode_onmt(a.peers_venv / "bin", ckpt["onmt"], beam, a.work, a.out / "onmt"),
+            "joey": lambda beam, q: decode_joey(str(a.peers_venv / "bin" / "python"), ckpt["joey"], beam, a.work,
                                              a.out / "joey")}
     jobs = [(k, beam, "") for k in systems for beam in (1, 5)]
     if "seqattn" in systems:
@@ -353,7 +353,7 @@ def decode_again(a) -> int:
     seen: dict = {}
     for r in range(a.decode_only):
         for k, beam, q in jobs:
-            score, speed = runs[k](beam, q) if q else runs[k](beam)
+            score, speed = runs[k](beam, q)   # q: "int8" for seqattn's quantized rows
             seen.setdefault((k, beam, q), []).append((score, speed))
             print(f"round {r + 1}: {k} beam {beam} {q}: BLEU {score:.2f}, {speed:,.0f} sent/s", file=sys.stderr,
                   flush=True)
@@ -362,7 +362,7 @@ def decode_again(a) -> int:
            for (k, beam, q), v in seen.items()}
     out["_meta"] = {"date": datetime.date.today().isoformat(), "rounds": a.decode_only, "checkpoints": str(ckpt),
                     "command": f"python benchmarks/peers.py --peers-venv {a.peers_venv} --work {a.work} "
-                               f"--out {a.out} --decode-only {a.decode_only}"}
+                               f"--out {a.out} --systems {a.systems} --decode-only {a.decode_only}"}
     dest = ROOT / "benchmarks" / "results"
     dest.mkdir(parents=True, exist_ok=True)
     (dest / "peers_decode.json").write_text(json.dumps(out, indent=1))
