@@ -111,6 +111,11 @@ def test_smoothed_cross_entropy_equals_torch_value_and_gradient(smoothing):
     logp = torch.log_softmax(logits[0], -1)
     one = smoothed_cross_entropy(logits[:1].clone().requires_grad_(), target[:1], smoothing, 0)
     assert torch.isclose(one, (1 - smoothing) * -logp[target[0]] - smoothing * logp.mean(), atol=1e-5)
+    # the gradient is scaled in place in backward, so a second backward would be wrong: it is refused
+    again = smoothed_cross_entropy(logits.clone().requires_grad_(), target, smoothing, 0)
+    again.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="twice"):
+        again.backward()
 
 
 def test_rnns_run_in_float32_under_autocast():

@@ -30,13 +30,14 @@ class Encoder(nn.Module):
         src: batch x src_len ids; src_len: batch lengths (CPU). The final state is h (and c for
         LSTM), each layers x batch x out_size, directions concatenated per layer: the context vector.
         """
-        emb = self.dropout(self.embed(src))
-        packed = pack_padded_sequence(emb, src_len.cpu(), batch_first=True, enforce_sorted=False)
-        out, final = run_rnn(self.rnn, packed)
+        # ids are packed before the embedding, and dropout sees real tokens only (not the padding)
+        ids = pack_padded_sequence(src, src_len.cpu(), batch_first=True, enforce_sorted=False)
+        out, final = run_rnn(self.rnn, ids._replace(data=self.dropout(self.embed(ids.data))))
+        out = out._replace(data=self.dropout(out.data))
         memory, _ = pad_packed_sequence(out, batch_first=True, total_length=src.size(1))
         merge = self._merge_directions
         final = tuple(merge(s) for s in final) if isinstance(final, tuple) else merge(final)
-        return self.dropout(memory), final
+        return memory, final
 
     def _merge_directions(self, state: torch.Tensor) -> torch.Tensor:
         """Return layers x batch x (directions*hidden) from (layers*directions) x batch x hidden."""

@@ -23,15 +23,18 @@ class _SmoothedCrossEntropy(torch.autograd.Function):
         loss = per_row.masked_fill(~real, 0.0).sum()
         grad = logp.exp_().sub_(smoothing / v)                               # softmax - smoothing / V
         grad.scatter_add_(1, target.unsqueeze(1), torch.full_like(nll, smoothing - 1.0).unsqueeze(1))
-        grad.mul_(real.unsqueeze(1))
-        ctx.save_for_backward(grad)
-        ctx.dtype = logits.dtype
+        ctx.save_for_backward(grad, real)
+        ctx.dtype, ctx.spent = logits.dtype, False
         return loss
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        (grad,) = ctx.saved_tensors
-        return (grad * grad_out).to(ctx.dtype), None, None, None
+        # the padding rows' zeros and grad_out go in with one in-place pass over the saved N x V tensor
+        if ctx.spent:
+            raise RuntimeError("smoothed_cross_entropy: backward through the same loss twice is not supported")
+        ctx.spent = True
+        grad, real = ctx.saved_tensors
+        return grad.mul_(real.unsqueeze(1) * grad_out).to(ctx.dtype), None, None, None
 
 
 def smoothed_cross_entropy(logits: torch.Tensor, target: torch.Tensor, smoothing: float, pad: int) -> torch.Tensor:
