@@ -162,6 +162,27 @@ def test_packed_training_path_equals_torchs_packed_rnn(kind, layers, bidirection
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(grad_a, grad_b))
 
 
+@pytest.mark.parametrize("enforce_sorted,total", [(False, 7), (False, 9), (True, 7)])
+def test_pad_packed_equals_torchs_pad_packed_sequence(enforce_sorted, total):
+    """The gather that pads the encoder's memory gives pad_packed_sequence's tensor (zeros past each end,
+    rows in the batch's order) and the same gradient."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    from seqattn.model.rnn import pad_packed
+
+    lengths = torch.tensor([7, 5, 4, 4, 2, 1]) if enforce_sorted else torch.tensor([3, 7, 1, 7, 4, 2])
+    x = torch.randn(6, 7, 2, 3)
+    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=enforce_sorted)
+    data = packed.data.clone().requires_grad_()
+    mine = pad_packed(packed._replace(data=data), total)
+    ref, _ = pad_packed_sequence(packed._replace(data=data), batch_first=True, total_length=total)
+    assert mine.shape == (6, total, 2, 3) and torch.equal(mine, ref)
+    for b, n in enumerate(lengths.tolist()):
+        assert torch.equal(mine[b, :n], x[b, :n]) and mine[b, n:].abs().sum() == 0
+    w = torch.randn(mine.shape)
+    assert torch.equal(torch.autograd.grad((mine * w).sum(), data)[0], torch.autograd.grad((ref * w).sum(), data)[0])
+
+
 def test_the_encoder_trains_through_the_packed_path_on_the_cpu(monkeypatch):
     import seqattn.model.rnn as rnn_module
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import pack_padded_sequence
 
 from ..data.tokenizer import PAD
 from .dropout import Dropout
-from .rnn import RNNS, run_rnn
+from .rnn import RNNS, pad_packed, run_rnn
 
 
 class Encoder(nn.Module):
@@ -34,7 +34,7 @@ class Encoder(nn.Module):
         ids = pack_padded_sequence(src, src_len.cpu(), batch_first=True, enforce_sorted=False)
         out, final = run_rnn(self.rnn, ids._replace(data=self.dropout(self.embed(ids.data))))
         out = out._replace(data=self.dropout(out.data))
-        memory, _ = pad_packed_sequence(out, batch_first=True, total_length=src.size(1))
+        memory = pad_packed(out, src.size(1))
         merge = self._merge_directions
         final = tuple(merge(s) for s in final) if isinstance(final, tuple) else merge(final)
         return memory, final
