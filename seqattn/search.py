@@ -143,10 +143,11 @@ def beam_search(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_le
     if not 1 <= nbest <= beam:
         raise ValueError(f"nbest must be in 1..beam ({beam}), got {nbest}")
     b, k, device = src.size(0), beam, src.device
-    enc = model.encode(src, src_len)
-    enc = enc.select(torch.arange(b, device=device).repeat_interleave(k))  # row = active index * k + beam
-    y, feed = _start(model, enc, b * k)
-    state, limit = enc.state, max_len.tolist()
+    enc = model.encode(src, src_len)             # one row per active sentence, shared by its k beams
+    y, feed = _start(model, enc, b * k)          # row = active index * k + beam
+    repeat = lambda s: s.repeat_interleave(k, dim=1)   # noqa: E731
+    state = tuple(repeat(s) for s in enc.state) if isinstance(enc.state, tuple) else repeat(enc.state)
+    limit = max_len.tolist()
     scores = torch.full((b, k), float("-inf"), device=device)
     scores[:, 0] = 0.0                                  # all beams start equal: expand only the first
     history = torch.empty(b * k, 0, dtype=torch.long, device=device)
@@ -162,12 +163,15 @@ def beam_search(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_le
 
     for t in range(max(limit)):
         n = len(active)
-        logits, state, feed, alpha_t = model.decoder.step(y, state, enc.memory, enc.keys, enc.mask, feed)
-        logp = torch.log_softmax(logits.float(), dim=-1)                # (n*k) x V
-        v = logp.size(-1)
-        cand = (scores.unsqueeze(-1) + logp.view(n, k, v)).view(n, k * v)
-        top_scores, top_idx = cand.topk(2 * k, dim=-1)                 # at most k of them are <eos>
-        top_tok, top_beam = top_idx % v, top_idx // v
+        logits, state, feed, alpha_t = model.decoder.step(y, state, enc.memory, enc.keys, enc.mask, feed, group=k)
+        # The 2k best of a sentence's k x V candidates are among the 2k best tokens of each beam, and
+        # log-softmax only shifts a row: take each row's 2k best logits, then normalise those alone.
+        logits = logits.float()                                          # (n*k) x V
+        m = min(2 * k, logits.size(-1))
+        row_best, row_tok = logits.topk(m, dim=-1)                       # (n*k) x m
+        row_best = row_best - torch.logsumexp(logits, dim=-1, keepdim=True) + scores.view(-1, 1)
+        top_scores, top_idx = row_best.view(n, k * m).topk(2 * k, dim=-1)   # at most k of them are <eos>
+        top_tok, top_beam = row_tok.view(n, k * m).gather(1, top_idx), top_idx // m
         is_eos = top_tok == EOS
         if attention and alpha_t is not None:
             step_att = alpha_t.unsqueeze(1)
@@ -200,7 +204,7 @@ def beam_search(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_le
         if len(keep) < n:   # finished sentences leave the batch
             kept = torch.tensor(keep, device=device)
             rows = (kept.unsqueeze(1) * k + torch.arange(k, device=device)).view(-1)
-            enc = enc.select(rows)
+            enc = enc.select(kept)
             origin, history, tok = origin[rows], history[rows], tok[rows]
             alive_scores = alive_scores.index_select(0, kept)
             active = [active[i] for i in keep]

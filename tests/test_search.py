@@ -77,6 +77,23 @@ def test_greedy_on_a_batch_equals_each_sentence_alone(att, feed):
     assert all(h.attention is None for h in greedy(model, src, src_len, limit, attention=False))
 
 
+@pytest.mark.parametrize("att,feed", [("dot", False), ("general", True)])
+def test_beam_on_a_batch_equals_each_sentence_alone(att, feed):
+    """A sentence's beams share its one row of encoder states, and finished sentences leave the batch:
+    every sentence must still decode as it does alone."""
+    model = random_model(att, feed)
+    src, src_len, limit = sources(30, seed=6)
+    together = beam_search(model, src, src_len, limit, beam=3, nbest=3, alpha=1.0)
+    assert len({len(h.ids) for n in together for h in n}) > 3          # hypotheses end at many steps
+    for i in range(len(together)):
+        n = int(src_len[i])
+        (alone,) = beam_search(model, src[i : i + 1, :n], src_len[i : i + 1], limit[i : i + 1], beam=3, nbest=3,
+                               alpha=1.0)
+        assert [h.ids for h in together[i]] == [h.ids for h in alone]
+        assert [h.score for h in together[i]] == pytest.approx([h.score for h in alone], abs=1e-4)
+        assert all(torch.allclose(a.attention, b.attention, atol=1e-5) for a, b in zip(together[i], alone))
+
+
 def test_beam_search_stops_a_sentence_once_nothing_alive_can_win():
     assert not _cannot_improve([], 1, -5.0, 20, 0.0)                          # nothing finished yet
     finished = [Hypothesis([5], -1.0, None, True), Hypothesis([6], -2.0, None, True)]

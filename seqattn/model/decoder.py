@@ -66,17 +66,24 @@ class Decoder(nn.Module):
         return self.out(s_tilde), alpha
 
     def step(self, y_prev: torch.Tensor, state, memory: torch.Tensor, keys, mask: torch.Tensor,
-             feed: torch.Tensor | None = None):
-        """One decoding step: return (logits batch x vocab, new state, s~ batch x hidden, weights batch x src_len).
+             feed: torch.Tensor | None = None, group: int = 1):
+        """One decoding step: return (logits rows x vocab, new state, s~ rows x hidden, weights rows x src_len).
 
-        y_prev: batch ids of the previous output (<sos> first); feed: s~_{t-1} with input feeding.
+        y_prev: rows ids of the previous output (<sos> first); feed: s~_{t-1} with input feeding.
+        memory, keys and mask have one row per `group` consecutive rows (beam search: a sentence's
+        beams share its encoder states, which are then neither copied nor gathered per beam).
         """
-        x = self.dropout(self.embed(y_prev))
-        if self.input_feeding:
-            x = torch.cat([x, feed], dim=-1)
-        s, state = self._rnn_step(x, state)
-        s_tilde, alpha = self.attend(s.unsqueeze(1), memory, keys, mask)
-        return (self.out(s_tilde[:, 0]), state, s_tilde[:, 0], None if alpha is None else alpha[:, 0])
+        table = None if self.training else self._input_table()
+        if table is not None:    # the first layer's input projection of y_prev, looked up
+            s, state = in_rnn_precision(lambda x, state: self._cell_step(x, state, table), y_prev, state)
+        else:
+            x = self.dropout(self.embed(y_prev))
+            if self.input_feeding:
+                x = torch.cat([x, feed], dim=-1)
+            s, state = self._rnn_step(x, state)
+        s_tilde, alpha = self.attend(s.view(-1, group, s.size(-1)), memory, keys, mask)
+        s_tilde = s_tilde.reshape(-1, s_tilde.size(-1))
+        return (self.out(s_tilde), state, s_tilde, None if alpha is None else alpha.reshape(-1, alpha.size(-1)))
 
     def _rnn_step(self, x: torch.Tensor, state):
         """Return (top-layer output batch x hidden, new state) of one RNN step on x (batch x in).
@@ -91,14 +98,20 @@ class Decoder(nn.Module):
             return out[:, 0], state
         return in_rnn_precision(self._cell_step, x, state)
 
-    def _cell_step(self, x: torch.Tensor, state):
-        """Return (top-layer output batch x hidden, new state) of nn.LSTM/nn.GRU's cells on x (batch x in)."""
+    def _cell_step(self, x: torch.Tensor, state, table: torch.Tensor | None = None):
+        """Return (top-layer output batch x hidden, new state) of nn.LSTM/nn.GRU's cells on x (batch x in),
+        or with `table` (see `_input_table`) on x = the previous output ids (batch)."""
         rnn = self.rnn
         lstm = isinstance(rnn, nn.LSTM)
         hs, cs = [], []
         for layer in range(rnn.num_layers):
             w = [getattr(rnn, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-            if lstm:
+            if layer == 0 and table is not None:
+                h, c = _cell_from_projection(table.index_select(0, x), state[0][0] if lstm else state[0],
+                                             state[1][0] if lstm else None, w[1], w[3], lstm)
+                if lstm:
+                    cs.append(c)
+            elif lstm:
                 h, c = torch.lstm_cell(x, (state[0][layer], state[1][layer]), *w)
                 cs.append(c)
             else:
@@ -106,3 +119,53 @@ class Decoder(nn.Module):
             hs.append(h)
             x = h
         return x, ((torch.stack(hs), torch.stack(cs)) if lstm else torch.stack(hs))
+
+    def train(self, mode: bool = True):
+        self.__dict__.pop("_table", None)
+        return super().train(mode)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self.__dict__.pop("_table", None)
+        return super()._load_from_state_dict(*args, **kwargs)
+
+    def _input_table(self) -> torch.Tensor | None:
+        """Return the first RNN layer's input projection of every target id, vocab x gates*hidden
+        (embedding @ W_ih^T + b_ih, and + b_hh for an LSTM), or None where it does not apply (input
+        feeding, quantized or other RNN modules, a table over TABLE_MAX elements).
+
+        A decoding step then gathers one row per sentence instead of multiplying the embedding by W_ih:
+        a third of the LSTM's matrix product at the Multi30k size. The table is computed on first use and
+        kept until the module changes mode (train() / eval()) or loads a state dict, or the weights' storage
+        or version counter changes (a fused optimizer step does not count a version: it runs in training)."""
+        rnn = self.rnn
+        if self.input_feeding or type(rnn) not in (nn.LSTM, nn.GRU) or not rnn.bias or getattr(rnn, "proj_size", 0):
+            return None
+        params = (self.embed.weight, rnn.weight_ih_l0, rnn.bias_ih_l0, rnn.bias_hh_l0)
+        if self.embed.weight.size(0) * rnn.weight_ih_l0.size(0) > TABLE_MAX:
+            return None
+        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+        cached = self.__dict__.get("_table")
+        if cached is None or cached[0] != key:
+            with torch.no_grad(), torch.autocast(params[0].device.type, enabled=False):
+                emb, w_ih, b_ih, b_hh = (p.float() for p in params)
+                bias = b_ih + b_hh if isinstance(rnn, nn.LSTM) else b_ih
+                self.__dict__["_table"] = cached = (key, torch.addmm(bias, emb, w_ih.t()))
+        return cached[1]
+
+
+TABLE_MAX = 32 * 2**20     # elements of the decoder's input-projection table (float32: 128 MiB)
+
+
+def _cell_from_projection(gx: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None, w_hh: torch.Tensor,
+                          b_hh: torch.Tensor, lstm: bool):
+    """Return the LSTM's (h, c) or the GRU's h after one step, given the input projection gx (batch x
+    gates*hidden, with the biases `_input_table` folds in) and the previous h, c (batch x hidden)."""
+    if lstm:
+        i, f, g, o = torch.addmm(gx, h, w_hh.t()).chunk(4, 1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c), c
+    x_r, x_z, x_n = gx.chunk(3, 1)
+    h_r, h_z, h_n = torch.addmm(b_hh, h, w_hh.t()).chunk(3, 1)
+    r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
+    n = torch.tanh(x_n + r * h_n)
+    return n + z * (h - n), None

@@ -30,15 +30,16 @@ def run_rnn(rnn: nn.Module, x, state=None):
 
 
 def in_rnn_precision(fn, x, state):
-    """Return fn(x, state); under autocast (when RNN_FLOAT32_UNDER_AUTOCAST) with autocast off and x and
-    the state (tensor or tuple of tensors) in float32, so an RNN's outputs and new state are float32."""
-    device = (x.data if isinstance(x, PackedSequence) else x).device.type
-    if not (RNN_FLOAT32_UNDER_AUTOCAST and torch.is_autocast_enabled(device)):
+    """Return fn(x, state); under autocast (when RNN_FLOAT32_UNDER_AUTOCAST) with autocast off and x (unless
+    it holds ids) and the state (tensor or tuple of tensors) in float32, so an RNN's outputs and new state
+    are float32."""
+    data = x.data if isinstance(x, PackedSequence) else x
+    if not (RNN_FLOAT32_UNDER_AUTOCAST and torch.is_autocast_enabled(data.device.type)):
         return fn(x, state)
     if state is not None:
         state = tuple(s.float() for s in state) if isinstance(state, tuple) else state.float()
-    with torch.autocast(device, enabled=False):
-        return fn(x.float(), state)
+    with torch.autocast(data.device.type, enabled=False):
+        return fn(x.float() if data.is_floating_point() else x, state)
 
 
 def _run(rnn: nn.Module, x, state):
