@@ -90,10 +90,17 @@ def quantize_int8(model: Seq2Seq, device: torch.device) -> Seq2Seq:
 
 
 class Translator:
-    """A model with its tokenizers, ready to translate lists of sentences."""
+    """A model with its tokenizers, ready to translate lists of sentences.
 
-    def __init__(self, model: Seq2Seq, tokenizers: Tokenizers, cfg: Config, device: torch.device):
+    fixed_weights=True (what `load` gives) lets it keep what it derives from the weights between calls
+    (the decoder's input table); a Translator around a model that is still training derives it anew in
+    every call."""
+
+    def __init__(self, model: Seq2Seq, tokenizers: Tokenizers, cfg: Config, device: torch.device,
+                 fixed_weights: bool = False):
         self.model, self.tok, self.cfg, self.device = model, tokenizers, cfg, device
+        self.fixed_weights = fixed_weights
+        self._table: torch.Tensor | None = None
 
     @classmethod
     def load(cls, model_dir: str | Path, device: str = "auto", checkpoint: str | None = None,
@@ -119,7 +126,7 @@ class Translator:
         model = model.to(dev).eval()
         if quantize:
             model = quantize_int8(model, dev)
-        return cls(model, tokenizers, cfg, dev)
+        return cls(model, tokenizers, cfg, dev, fixed_weights=True)
 
     def translate(self, lines: list[str], batch_size: int = 64, attention: bool = False,
                   options: SearchOptions | None = None) -> list[Translation]:
@@ -142,6 +149,7 @@ class Translator:
         if opt.sample and opt.seed is not None:
             generator = torch.Generator(self.device).manual_seed(opt.seed)
         with self._eval_mode():
+            table = self._input_table()
             for start in range(0, len(order), batch_size):
                 idx = [rows[r] for r in order[start : start + batch_size]]
                 src, src_len = pad_sources([ids[i] for i in idx])
@@ -150,12 +158,12 @@ class Translator:
                 with autocast(self.device):
                     if opt.beam > 1:
                         nbests = beam_search(self.model, src, src_len, limit, opt.beam, opt.alpha, opt.nbest,
-                                              attention=attention)
+                                              attention=attention, table=table)
                     else:
                         nbests = [[h] for h in greedy(self.model, src, src_len, limit, sample=opt.sample,
                                                       temperature=opt.temperature, top_k=opt.top_k,
                                                       top_p=opt.top_p, generator=generator,
-                                                      attention=attention)]
+                                                      attention=attention, table=table)]
                 for i, hyps in zip(idx, nbests):
                     results[i].extend(self._result(ids[i], h, attention, truncated[i]) for h in hyps)
         return results
@@ -179,6 +187,15 @@ class Translator:
                 for i, total, n in zip(idx, sums, counts):
                     out[i] = {"logprob": total, "tokens": n, "ppl": math.exp(-total / n)}
         return out
+
+    def _input_table(self) -> torch.Tensor | None:
+        """Return the decoder's input table (see Decoder.input_table), kept while the weights are fixed."""
+        if self._table is not None:
+            return self._table
+        table = self.model.decoder.input_table()
+        if self.fixed_weights:
+            self._table = table
+        return table
 
     @contextlib.contextmanager
     def _eval_mode(self):

@@ -170,7 +170,7 @@ def test_training_keeps_the_last_k_and_averaging_identical_checkpoints_is_identi
 
 def test_forced_scores_equal_the_sum_of_token_log_probabilities(model_dir):
     model, pairs = model_dir
-    t = Translator.load(model)
+    t = Translator.load(model, device="cpu")        # the reference below steps the decoder on CPU tensors
     src, tgt = [s for s, _ in pairs[:4]], [x for _, x in pairs[:4]]
     scores = t.forced_scores(src, tgt)
     for s, y, got in zip(src, tgt, scores):
@@ -187,6 +187,27 @@ def test_forced_scores_equal_the_sum_of_token_log_probabilities(model_dir):
         assert got["tokens"] == len(target)
         assert got["logprob"] == pytest.approx(total, abs=1e-4)
         assert got["ppl"] == pytest.approx(math.exp(-total / len(target)), rel=1e-4)
+
+
+def test_a_translator_of_a_training_model_follows_its_weights(model_dir):
+    """The trainer's validation decodes with the live model: what the Translator derives from the weights
+    (the decoder's input table) must be derived again after they change, also by a fused optimizer
+    step, which changes them in place without counting a tensor version."""
+    model, pairs = model_dir
+    loaded = Translator.load(model, device="cpu")
+    live = Translator(loaded.model, loaded.tok, loaded.cfg, loaded.device)   # as train.py builds it
+    src = [s for s, _ in pairs[:12]]
+    assert [o.text for o in live.translate(src)] == [o.text for o in loaded.translate(src)]
+    net = loaded.model
+    net.train()
+    for p in net.parameters():
+        p.grad = torch.randn_like(p)
+    torch.optim.Adam(net.parameters(), lr=0.05, fused=True).step()
+    got = live.translate(src, options=SearchOptions(beam=3))
+    net.decoder.input_table = lambda: None                   # the reference: no table at all
+    ref = Translator(net, loaded.tok, loaded.cfg, loaded.device).translate(src, options=SearchOptions(beam=3))
+    assert [o.text for o in got] == [o.text for o in ref]
+    assert [o.score for o in got] == pytest.approx([o.score for o in ref], abs=1e-4)
 
 
 def test_translate_cli_beam_nbest_sample_and_bad_lines(model_dir, tmp_path):

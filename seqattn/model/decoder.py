@@ -66,15 +66,15 @@ class Decoder(nn.Module):
         return self.out(s_tilde), alpha
 
     def step(self, y_prev: torch.Tensor, state, memory: torch.Tensor, keys, mask: torch.Tensor,
-             feed: torch.Tensor | None = None, group: int = 1):
+             feed: torch.Tensor | None = None, group: int = 1, table: torch.Tensor | None = None):
         """One decoding step: return (logits rows x vocab, new state, s~ rows x hidden, weights rows x src_len).
 
         y_prev: rows ids of the previous output (<sos> first); feed: s~_{t-1} with input feeding.
         memory, keys and mask have one row per `group` consecutive rows (beam search: a sentence's
-        beams share its encoder states, which are then neither copied nor gathered per beam).
+        beams share its encoder states, which are then neither copied nor gathered per beam). table: this
+        model's `input_table()` (used in eval mode), or None to multiply the embedding by W_ih as usual.
         """
-        table = None if self.training else self._input_table()
-        if table is not None:    # the first layer's input projection of y_prev, looked up
+        if table is not None and not self.training:   # the first layer's input projection of y_prev, looked up
             s, state = in_rnn_precision(lambda x, state: self._cell_step(x, state, table), y_prev, state)
         else:
             x = self.dropout(self.embed(y_prev))
@@ -100,7 +100,7 @@ class Decoder(nn.Module):
 
     def _cell_step(self, x: torch.Tensor, state, table: torch.Tensor | None = None):
         """Return (top-layer output batch x hidden, new state) of nn.LSTM/nn.GRU's cells on x (batch x in),
-        or with `table` (see `_input_table`) on x = the previous output ids (batch)."""
+        or with `table` (see `input_table`) on x = the previous output ids (batch)."""
         rnn = self.rnn
         lstm = isinstance(rnn, nn.LSTM)
         hs, cs = [], []
@@ -120,37 +120,24 @@ class Decoder(nn.Module):
             x = h
         return x, ((torch.stack(hs), torch.stack(cs)) if lstm else torch.stack(hs))
 
-    def train(self, mode: bool = True):
-        self.__dict__.pop("_table", None)
-        return super().train(mode)
-
-    def _load_from_state_dict(self, *args, **kwargs):
-        self.__dict__.pop("_table", None)
-        return super()._load_from_state_dict(*args, **kwargs)
-
-    def _input_table(self) -> torch.Tensor | None:
+    @torch.no_grad()
+    def input_table(self) -> torch.Tensor | None:
         """Return the first RNN layer's input projection of every target id, vocab x gates*hidden
         (embedding @ W_ih^T + b_ih, and + b_hh for an LSTM), or None where it does not apply (input
         feeding, quantized or other RNN modules, a table over TABLE_MAX elements).
 
-        A decoding step then gathers one row per sentence instead of multiplying the embedding by W_ih:
-        a third of the LSTM's matrix product at the Multi30k size. The table is computed on first use and
-        kept until the module changes mode (train() / eval()) or loads a state dict, or the weights' storage
-        or version counter changes (a fused optimizer step does not count a version: it runs in training)."""
+        A decoding step (`step(..., table=)`) then gathers one row per sentence instead of multiplying the
+        embedding by W_ih: a third of the LSTM's matrix product at the Multi30k size. The module keeps no
+        copy (a cached one would go stale when the weights change); the caller keeps it while they do not."""
         rnn = self.rnn
         if self.input_feeding or type(rnn) not in (nn.LSTM, nn.GRU) or not rnn.bias or getattr(rnn, "proj_size", 0):
             return None
         params = (self.embed.weight, rnn.weight_ih_l0, rnn.bias_ih_l0, rnn.bias_hh_l0)
         if self.embed.weight.size(0) * rnn.weight_ih_l0.size(0) > TABLE_MAX:
             return None
-        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
-        cached = self.__dict__.get("_table")
-        if cached is None or cached[0] != key:
-            with torch.no_grad(), torch.autocast(params[0].device.type, enabled=False):
-                emb, w_ih, b_ih, b_hh = (p.float() for p in params)
-                bias = b_ih + b_hh if isinstance(rnn, nn.LSTM) else b_ih
-                self.__dict__["_table"] = cached = (key, torch.addmm(bias, emb, w_ih.t()))
-        return cached[1]
+        with torch.autocast(params[0].device.type, enabled=False):   # float32, as the RNN runs
+            emb, w_ih, b_ih, b_hh = (p.float() for p in params)
+            return torch.addmm(b_ih + b_hh if isinstance(rnn, nn.LSTM) else b_ih, emb, w_ih.t())
 
 
 TABLE_MAX = 32 * 2**20     # elements of the decoder's input-projection table (float32: 128 MiB)
@@ -159,7 +146,7 @@ TABLE_MAX = 32 * 2**20     # elements of the decoder's input-projection table (f
 def _cell_from_projection(gx: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None, w_hh: torch.Tensor,
                           b_hh: torch.Tensor, lstm: bool):
     """Return the LSTM's (h, c) or the GRU's h after one step, given the input projection gx (batch x
-    gates*hidden, with the biases `_input_table` folds in) and the previous h, c (batch x hidden)."""
+    gates*hidden, with the biases `input_table` folds in) and the previous h, c (batch x hidden)."""
     if lstm:
         i, f, g, o = torch.addmm(gx, h, w_hh.t()).chunk(4, 1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
