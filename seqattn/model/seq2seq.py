@@ -23,7 +23,7 @@ class Encoded:
     state: object                 # decoder initial state: h (and c) layers x batch x dec_hidden
 
     def select(self, index: torch.Tensor) -> Encoded:
-        """Return the rows `index` (batch' ids) of every tensor, e.g. each sentence repeated per beam."""
+        """Return the rows `index` (batch' ids) of every tensor, e.g. the sentences still being decoded."""
         pick = lambda s: s.index_select(1, index)
         state = tuple(pick(s) for s in self.state) if isinstance(self.state, tuple) else pick(self.state)
         keys = None if self.keys is None else self.keys.index_select(0, index)
