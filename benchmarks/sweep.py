@@ -29,9 +29,8 @@ def config(data: Path, out: Path, steps: int, lr: float, dropout: float, seed: i
     """Return examples/multi30k.yaml at the given step budget and settings, on DIR's data."""
     cfg = yaml.safe_load((ROOT / "examples" / "multi30k.yaml").read_text())
     cfg["model_dir"] = str(out)
-    cfg["data"].update({f"{split}_{side}": str(data / f"{split}.{lang}.gz")
-                        for split in ("train", "valid") for side, lang in (("src", "de"), ("tgt", "en"))})
-    cfg["data"]["valid_src"], cfg["data"]["valid_tgt"] = str(data / "val.de.gz"), str(data / "val.en.gz")
+    cfg["data"].update({f"{split}_{side}": str(data / f"{name}.{lang}.gz") for split, name in (("train", "train"),
+                        ("valid", "val")) for side, lang in (("src", "de"), ("tgt", "en"))})
     if (data / "spm.model").exists():
         cfg["data"]["spm_model"] = str(data / "spm.model")
     cfg["model"]["dropout"] = dropout

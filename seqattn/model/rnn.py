@@ -119,9 +119,8 @@ class _LSTMDirection(torch.autograd.Function):
         """Return (outputs N x hidden, final h batch x hidden, final c batch x hidden) for packed rows x
         (N x in, N = sum(sizes)), weights w_ih 4H x in, w_hh 4H x H, bias b = b_ih + b_hh (4H)."""
         hid, n, steps = w_hh.size(1), x.size(0), len(sizes)
-        offs = [0]
-        for s in sizes[:-1]:
-            offs.append(offs[-1] + s)
+        where, length = packed_rows(torch.tensor(sizes))
+        offs = where[0].tolist()                      # first packed row of each step (sequence 0 is alive)
         acts = torch.addmm(b, x, w_ih.t())            # N x 4H: pre-activations, then the gates in place
         out, cs, tcs = x.new_empty(n, hid), x.new_empty(n, hid), x.new_empty(n, hid)
         hp, cp = x.new_zeros(n, hid), x.new_zeros(n, hid)   # each row's previous h and c (0 at a start)
@@ -143,14 +142,8 @@ class _LSTMDirection(torch.autograd.Function):
             torch.mul(i, gg, out=cs[lo:hi]).addcmul_(f, cp[lo:hi])
             torch.mul(o, torch.tanh(cs[lo:hi], out=tcs[lo:hi]), out=out[lo:hi])
             prev = (lo, rows)
-        batch = sizes[0]                              # each sequence's last row: reverse at step 0
-        seq = torch.arange(batch)
-        if reverse:
-            last = seq
-        else:                                         # forward: at its own last step
-            length = (torch.tensor(sizes).unsqueeze(0) > seq.unsqueeze(1)).sum(1)
-            last = torch.tensor(offs)[length - 1] + seq
-        last = last.to(x.device)
+        # each sequence's last row: at step 0 in reverse, at its own last step forward
+        last = (where[:, 0] if reverse else where.gather(1, (length - 1).unsqueeze(1)).squeeze(1)).to(x.device)
         ctx.save_for_backward(x, w_ih, w_hh, acts, tcs, hp, cp, last)
         ctx.sizes, ctx.offs, ctx.reverse = sizes, offs, reverse
         return out, out.index_select(0, last), cs.index_select(0, last)
@@ -168,8 +161,7 @@ class _LSTMDirection(torch.autograd.Function):
         dc_all = torch.zeros_like(dh_all).index_add_(0, last, d_c)
         dg_all = torch.empty_like(acts)                           # gradients of the pre-activations
         dg_ifg = dg_all[:, : 3 * hid].view(n, 3, hid)
-        order = range(steps) if ctx.reverse else range(steps - 1, -1, -1)   # the forward's order, reversed
-        order = list(order)
+        order = list(range(steps) if ctx.reverse else range(steps - 1, -1, -1))   # the forward's, reversed
         for j, t in enumerate(order):
             lo, rows = offs[t], sizes[t]
             hi = lo + rows
@@ -184,15 +176,23 @@ class _LSTMDirection(torch.autograd.Function):
         return dg_all.mm(w_ih), dg_all.t().mm(x), dg_all.t().mm(hp), dg_all.sum(0), None, None
 
 
+def packed_rows(sizes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (where, lengths) for a PackedSequence's batch_sizes (steps, CPU, longest first): where is
+    batch x steps, the packed row of sorted sequence j at step t, or N = sum(sizes) past its end;
+    lengths (batch) are the sequences' lengths."""
+    offsets = torch.cumsum(sizes, 0) - sizes                  # first packed row of each time step
+    seq = torch.arange(int(sizes[0])).unsqueeze(1)            # sorted sequence j
+    alive = seq < sizes
+    return torch.where(alive, offsets + seq, int(sizes.sum())), alive.sum(1)
+
+
 def pad_packed(packed: PackedSequence, total_length: int) -> torch.Tensor:
     """Return pad_packed_sequence(packed, batch_first=True, total_length=total_length)[0]: batch x
     total_length x features, zeros after each sequence's end, rows in the batch's own order. One gather
     from the packed rows and a zero row (its backward: one scatter-add), not a copy per time step."""
-    data, sizes = packed.data, packed.batch_sizes            # rows x features; steps (CPU)
-    batch = int(sizes[0])
-    offsets = torch.cumsum(sizes, 0) - sizes                  # first packed row of each time step
-    seq = torch.arange(batch).unsqueeze(1)                    # sorted sequence j
-    where = torch.where(seq < sizes, offsets + seq, data.size(0))   # batch x steps; past the end: zero row
+    data = packed.data                                        # rows x features
+    where, _ = packed_rows(packed.batch_sizes)                # past a sequence's end: the zero row below
+    batch = where.size(0)
     if where.size(1) < total_length:
         where = torch.cat([where, where.new_full((batch, total_length - where.size(1)), data.size(0))], 1)
     where = where.to(data.device)
