@@ -1,0 +1,127 @@
+"""The microbenchmarks behind BENCHMARKS.md's explanations (opt-in, not in CI), each torch's way against
+seqattn's on the CPU, medians of repeated calls in one process:
+
+- dropout of a 3,000 x 512 tensor, forward + backward: torch's mask (`rand_like(x) >= p`, two products)
+  against `seqattn.model.dropout.cpu_dropout`;
+- padding a packed encoder memory (140 sentences, 512 features), forward + backward:
+  `pad_packed_sequence` against `seqattn.model.rnn.pad_packed`;
+- a packed bidirectional LSTM (256 -> 256 x 2) over the same batch, forward + backward: nn.LSTM's own
+  packed path against `seqattn.model.rnn.packed_rnn`;
+- the float32 GEMM rate at the output layer's shape (rows x 512 x 3,963) for 64 and 320 rows;
+- with --model: decoder rows and their matrix-product GFLOP when decoding test2016 greedy and beam 5.
+
+usage: python benchmarks/micro.py [--model MODEL_DIR --src test_2016_flickr.de]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from seqattn.model.dropout import cpu_dropout  # noqa: E402
+from seqattn.model.rnn import packed_rnn, pad_packed  # noqa: E402
+
+
+def ms(fn, reps: int = 30) -> float:
+    """Return the median milliseconds of fn() over reps calls, after 3 warm-up calls."""
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return 1e3 * statistics.median(times)
+
+
+def packed_batch(batch: int = 140, longest: int = 32, features: int = 256, seed: int = 0):
+    """Return a packed batch of random rows, lengths about 16 +- 5 (batch x longest x features)."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.clamp((torch.randn(batch, generator=g) * 5 + 16).round().long(), 3, longest)
+    lengths[0] = longest
+    return pack_padded_sequence(torch.randn(batch, longest, features, generator=g), lengths, batch_first=True,
+                                enforce_sorted=False)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", type=Path)
+    ap.add_argument("--src", type=Path)
+    a = ap.parse_args()
+    torch.manual_seed(0)
+    res: dict = {"threads": torch.get_num_threads()}
+
+    x = torch.randn(3000, 512, requires_grad=True)
+    grad = torch.randn(3000, 512)
+    torch_drop = lambda: (x * (torch.rand_like(x) >= 0.2) * 1.25).backward(grad)   # noqa: E731
+    res["dropout_ms"] = {"torch": ms(torch_drop), "seqattn": ms(lambda: cpu_dropout(x, 0.2).backward(grad))}
+
+    mem = packed_batch(features=512)
+    data = mem.data.clone().requires_grad_()
+    grad = torch.randn(140, 32, 512)
+    res["pad_memory_ms"] = {
+        "torch": ms(lambda: pad_packed_sequence(mem._replace(data=data), batch_first=True, total_length=32)[0]
+                    .backward(grad)),
+        "seqattn": ms(lambda: pad_packed(mem._replace(data=data), 32).backward(grad))}
+
+    lstm = torch.nn.LSTM(256, 256, batch_first=True, bidirectional=True)
+    inp = packed_batch()
+
+    def run(fn):
+        out, (h, c) = fn(inp)
+        (out.data.sum() + h.sum() + c.sum()).backward()
+
+    res["encoder_lstm_ms"] = {"torch": ms(lambda: run(lstm), 10), "seqattn": ms(lambda: run(
+        lambda p: packed_rnn(lstm, p)), 10)}
+
+    w = torch.randn(3963, 512)
+    res["output_gemm_gflops"] = {}
+    for rows in (64, 320):
+        h = torch.randn(rows, 512)
+        res["output_gemm_gflops"][rows] = 2 * rows * 512 * 3963 / ms(lambda h=h: torch.nn.functional.linear(h, w),
+                                                                       100) / 1e6
+    if a.model:
+        res["decode"] = decode_rows(a.model, a.src)
+    print(json.dumps(res, indent=1))
+    return 0
+
+
+def decode_rows(model_dir: Path, src_file: Path) -> dict:
+    """Return, for greedy and beam 5 over src_file (batch 64), the decoder rows computed, the steps and
+    the GFLOP of the decoder's matrix products (LSTM hidden part, W_c, output layer; the input projection
+    is a table lookup)."""
+    from seqattn.translator import SearchOptions, Translator
+
+    tr = Translator.load(model_dir, device="cpu")
+    dec, m = tr.model.decoder, tr.cfg.model
+    src = src_file.read_text(encoding="utf-8").splitlines()
+    real_step, count = dec.step, [0, 0]
+
+    def step(y, *args, **kwargs):
+        count[0] += y.numel()
+        count[1] += 1
+        return real_step(y, *args, **kwargs)
+
+    dec.step = step
+    hid, mem = m.dec_hidden_size, m.enc_hidden_size * (2 if m.bidirectional else 1)
+    per_row = 2 * (hid * 4 * hid + (mem + hid) * hid + hid * dec.out.out_features)
+    out = {}
+    for beam in (1, 5):
+        count[:] = [0, 0]
+        tr.translate(src, batch_size=64, options=SearchOptions(beam=beam))
+        out[f"beam{beam}"] = {"rows": count[0], "steps": count[1], "gemm_gflop": count[0] * per_row / 1e9}
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())
