@@ -58,6 +58,8 @@ def main() -> int:
     ap.add_argument("--model", type=Path)
     ap.add_argument("--src", type=Path)
     a = ap.parse_args()
+    if a.model and (a.src is None or not a.src.is_file() or not a.model.is_dir()):
+        sys.exit(f"--model needs a model directory ({a.model}) and --src a source file to decode ({a.src})")
     torch.manual_seed(0)
     res: dict = {"threads": torch.get_num_threads()}
 
@@ -91,7 +93,12 @@ def main() -> int:
         res["output_gemm_gflops"][rows] = 2 * rows * 512 * 3963 / ms(lambda h=h: torch.nn.functional.linear(h, w),
                                                                        100) / 1e6
     if a.model:
-        res["decode"] = decode_rows(a.model, a.src)
+        from seqattn.errors import SeqattnError
+
+        try:
+            res["decode"] = decode_rows(a.model, a.src)
+        except SeqattnError as e:
+            sys.exit(str(e))
     print(json.dumps(res, indent=1))
     return 0
 
