@@ -46,6 +46,7 @@ class ModelConfig:
     dropout: float = 0.3
     input_feeding: bool = False
     tie_embeddings: bool = False
+    init_range: float = 0.1           # > 0: every parameter uniform in [-init_range, init_range]; 0: PyTorch's init
 
 
 @dataclass
@@ -106,6 +107,8 @@ class Config:
                 raise SeqattnError(f"{where}: {key} must be > 0, got {value}")
         if t.keep_last < 0:
             raise SeqattnError(f"{where}: train.keep_last must be >= 0, got {t.keep_last}")
+        if not 0 <= m.init_range <= 1:
+            raise SeqattnError(f"{where}: model.init_range must be in [0, 1], got {m.init_range}")
         for key, value in {"model.dropout": m.dropout, "train.label_smoothing": t.label_smoothing}.items():
             if not 0 <= value < 1:
                 raise SeqattnError(f"{where}: {key} must be in [0, 1), got {value}")

@@ -49,6 +49,8 @@ def test_cross_field_checks():
         config_from_dict({"data": {"train_src": "a"}})
     with pytest.raises(SeqattnError, match="dropout must be in"):
         cfg(model={"dropout": 1.5})
+    with pytest.raises(SeqattnError, match=r"c.yaml: model.init_range must be in \[0, 1\], got -0.1"):
+        cfg(model={"init_range": -0.1})
     with pytest.raises(SeqattnError, match="warmup_decay' needs train.max_steps"):
         cfg(train={"schedule": "warmup_decay"})
 

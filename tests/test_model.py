@@ -86,6 +86,25 @@ def test_tied_embeddings_share_the_weight():
     assert model.decoder.out.weight is model.decoder.embed.weight
 
 
+@pytest.mark.parametrize("tie", [False, True])
+def test_init_range_bounds_every_parameter_and_keeps_padding_zero(tie):
+    size = 16 if tie else 8
+    model = Seq2Seq(ModelConfig(emb_size=size, enc_hidden_size=8, dec_hidden_size=16, tie_embeddings=tie,
+                                init_range=0.05), 30, 40)
+    params = list(model.parameters())
+    assert all(p.abs().max() <= 0.05 for p in params)
+    assert all(p.abs().max() > 0.04 for p in params if p.numel() > 50)   # spread over the range, not shrunk
+    assert model.encoder.embed.weight[0].abs().sum() == 0 and model.decoder.embed.weight[0].abs().sum() == 0
+    assert (model.decoder.out.weight is model.decoder.embed.weight) == tie
+
+
+def test_init_range_zero_keeps_pytorchs_initialisation():
+    torch.manual_seed(0)
+    emb = Seq2Seq(ModelConfig(emb_size=64, enc_hidden_size=8, dec_hidden_size=16, init_range=0.0),
+                  500, 40).encoder.embed.weight[1:]
+    assert 0.9 < emb.std() < 1.1        # nn.Embedding's N(0, 1)
+
+
 @pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.3])
 def test_smoothed_cross_entropy_equals_torch_value_and_gradient(smoothing):
     import torch.nn.functional as F

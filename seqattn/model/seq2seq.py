@@ -44,6 +44,12 @@ class Seq2Seq(nn.Module):
         # The context vector starts the decoder as it is when sizes agree (the seed), else via linear + tanh.
         self.bridge = None if self.encoder.out_size == cfg.dec_hidden_size else nn.ModuleList(
             nn.Linear(self.encoder.out_size, cfg.dec_hidden_size) for _ in range(n_states))
+        if cfg.init_range > 0:   # Luong et al. (2015): every parameter uniform in [-0.1, 0.1]
+            for p in self.parameters():
+                nn.init.uniform_(p, -cfg.init_range, cfg.init_range)
+            with torch.no_grad():   # padding rows stay zero, as nn.Embedding leaves them
+                for emb in (self.encoder.embed, self.decoder.embed):
+                    emb.weight[PAD].zero_()
 
     def encode(self, src: torch.Tensor, src_len: torch.Tensor) -> Encoded:
         """Return the Encoded source of src batch x src_len (lengths src_len, on CPU)."""
