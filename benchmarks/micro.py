@@ -7,7 +7,8 @@ seqattn's on the CPU, medians of repeated calls in one process:
   `pad_packed_sequence` against `seqattn.model.rnn.pad_packed`;
 - a packed bidirectional LSTM (256 -> 256 x 2) over the same batch, forward + backward: nn.LSTM's own
   packed path against `seqattn.model.rnn.packed_rnn`;
-- the float32 GEMM rate at the output layer's shape (rows x 512 x 3,963) for 64 and 320 rows;
+- the GEMM rate at the output layer's shape (rows x 512 x 3,963) for 64 and 320 rows, float32 and bf16
+  (whether bf16 decoding could pay on this CPU);
 - with --model: decoder rows and their matrix-product GFLOP when decoding test2016 greedy and beam 5.
 
 usage: python benchmarks/micro.py [--model MODEL_DIR --src test_2016_flickr.de]
@@ -86,12 +87,12 @@ def main() -> int:
     res["encoder_lstm_ms"] = {"torch": ms(lambda: run(lstm), 10), "seqattn": ms(lambda: run(
         lambda p: packed_rnn(lstm, p)), 10)}
 
-    w = torch.randn(3963, 512)
-    res["output_gemm_gflops"] = {}
-    for rows in (64, 320):
-        h = torch.randn(rows, 512)
-        res["output_gemm_gflops"][rows] = 2 * rows * 512 * 3963 / ms(lambda h=h: torch.nn.functional.linear(h, w),
-                                                                       100) / 1e6
+    res["output_gemm_gflops"], res["output_gemm_gflops_bf16"] = {}, {}
+    for key, dtype in (("output_gemm_gflops", torch.float32), ("output_gemm_gflops_bf16", torch.bfloat16)):
+        w = torch.randn(3963, 512).to(dtype)
+        for rows in (64, 320):
+            h = torch.randn(rows, 512).to(dtype)
+            res[key][rows] = 2 * rows * 512 * 3963 / ms(lambda h=h, w=w: torch.nn.functional.linear(h, w), 100) / 1e6
     if a.model:
         from seqattn.errors import SeqattnError
 

@@ -394,9 +394,9 @@ def main() -> int:
     ap.add_argument("--seqattn-lr", type=float, default=0.005,
                     help="peak learning rate for the short budget: best validation BLEU after 1600 steps of "
                          "0.003-0.006 with model.init_range 0.1 (benchmarks/sweep.py, results/sweep_h200_init.json; "
-                         "the 57-minute recipe uses 0.002)")
+                         "the 4,000-step recipe uses 0.002)")
     ap.add_argument("--seqattn-dropout", type=float, default=0.2,
-                    help="model.dropout for the short budget (the 57-minute recipe uses 0.3)")
+                    help="model.dropout for the short budget (the 4,000-step recipe uses 0.3)")
     ap.add_argument("--systems", default="seqattn,onmt,joey")
     ap.add_argument("--peer-every", type=int, default=100, help="peers save a checkpoint every N steps (their "
                     "configs say 300, past the budget for Joey NMT)")
