@@ -114,7 +114,7 @@ def main() -> int:
     with concurrent.futures.ThreadPoolExecutor(max(1, a.jobs)) as pool:
         runs = list(pool.map(lambda job: run_one(a, *job), [(s, seed) for s in combos for seed in seeds]))
     (a.out / "sweep.json").write_text(json.dumps({"steps": a.steps, "runs": runs}, indent=1))
-    print(f"\n| settings | validation BLEU (mean of seeds) | runs |\n|---|---|---|")
+    print("\n| settings | validation BLEU (mean of seeds) | runs |\n|---|---|---|")
     for settings in combos:
         scores = [r["valid_bleu"] for r in runs if r["settings"] == settings and r["valid_bleu"] is not None]
         mean = f"{statistics.mean(scores):.2f}" if scores else "failed"
