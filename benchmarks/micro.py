@@ -9,9 +9,11 @@ seqattn's on the CPU, medians of repeated calls in one process:
   packed path against `seqattn.model.rnn.packed_rnn`;
 - the GEMM rate at the output layer's shape (rows x 512 x 3,963) for 64 and 320 rows, float32 and bf16
   (whether bf16 decoding could pay on this CPU);
-- with --model: decoder rows and their matrix-product GFLOP when decoding test2016 greedy and beam 5.
+- with --model: decoder rows and their matrix-product GFLOP when decoding test2016 greedy and beam 5;
+- with --profile-steps N: where N training steps of the Multi30k-sized model spend their time (torch
+  profiler, synthetic Multi30k-shaped batches of 3,000 target tokens, after 5 warm-up steps).
 
-usage: python benchmarks/micro.py [--model MODEL_DIR --src test_2016_flickr.de]
+usage: python benchmarks/micro.py [--model MODEL_DIR --src test_2016_flickr.de] [--profile-steps 10]
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path)
     ap.add_argument("--src", type=Path)
+    ap.add_argument("--profile-steps", type=int, default=0)
     a = ap.parse_args()
     if a.model and (a.src is None or not a.src.is_file() or not a.model.is_dir()):
         sys.exit(f"--model needs a model directory ({a.model}) and --src a source file to decode ({a.src})")
@@ -101,7 +104,30 @@ def main() -> int:
         except SeqattnError as e:
             sys.exit(str(e))
     print(json.dumps(res, indent=1))
+    if a.profile_steps > 0:
+        print(profile_training(a.profile_steps))
     return 0
+
+
+def profile_training(steps: int) -> str:
+    """Return the torch profiler's table (self CPU time) of `steps` training steps of the Multi30k-sized
+    model (dropout 0.2, 8,000 source / 3,963 target pieces) on synthetic batches of 3,000 target tokens."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from seqattn.bench import synthetic_batches
+    from seqattn.config import ModelConfig, TrainConfig
+    from seqattn.model.seq2seq import Seq2Seq
+    from seqattn.train import make_optimizer, optimisation_step
+
+    net = Seq2Seq(ModelConfig(dropout=0.2), 8000, 3963).train()
+    optimizer, t, cpu = make_optimizer(net, 1e-3), TrainConfig(), torch.device("cpu")
+    batches = synthetic_batches(300 * (steps + 5), 8000, 3963, 3000)
+    for batch in batches[:5]:
+        optimisation_step(net, optimizer, batch, t, cpu)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for batch in batches[5:5 + steps]:
+            optimisation_step(net, optimizer, batch, t, cpu)
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
 
 
 def decode_rows(model_dir: Path, src_file: Path) -> dict:
