@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -70,9 +70,11 @@ class SearchOptions:
         return self
 
 
-def build_model(cfg: Config, tokenizers: Tokenizers) -> Seq2Seq:
-    """Return a freshly initialised model for cfg and the tokenizers' vocabularies."""
-    return Seq2Seq(cfg.model, len(tokenizers.src), len(tokenizers.tgt))
+def build_model(cfg: Config, tokenizers: Tokenizers, initialise: bool = True) -> Seq2Seq:
+    """Return a freshly initialised model for cfg and the tokenizers' vocabularies; initialise=False skips
+    model.init_range's pass over the weights (for a model whose weights are loaded right after)."""
+    model_cfg = cfg.model if initialise else replace(cfg.model, init_range=0.0)
+    return Seq2Seq(model_cfg, len(tokenizers.src), len(tokenizers.tgt))
 
 
 def quantize_int8(model: Seq2Seq, device: torch.device) -> Seq2Seq:
@@ -116,7 +118,7 @@ class Translator:
             checkpoint = "best.pt" if (model_dir / "best.pt").exists() else "last.pt"
         path = model_dir / checkpoint if (model_dir / checkpoint).exists() else Path(checkpoint)
         dev = pick_device(device)
-        model = build_model(cfg, tokenizers)
+        model = build_model(cfg, tokenizers, initialise=False)
         state = load_checkpoint(path)
         try:
             model.load_state_dict(state["model"])

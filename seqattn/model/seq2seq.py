@@ -44,7 +44,7 @@ class Seq2Seq(nn.Module):
         # The context vector starts the decoder as it is when sizes agree (the seed), else via linear + tanh.
         self.bridge = None if self.encoder.out_size == cfg.dec_hidden_size else nn.ModuleList(
             nn.Linear(self.encoder.out_size, cfg.dec_hidden_size) for _ in range(n_states))
-        if cfg.init_range > 0:   # Luong et al. (2015): every parameter uniform in [-0.1, 0.1]
+        if cfg.init_range > 0:   # every parameter uniform in [-r, r], as Luong et al. (2015) with r = 0.1
             for p in self.parameters():
                 nn.init.uniform_(p, -cfg.init_range, cfg.init_range)
             with torch.no_grad():   # padding rows stay zero, as nn.Embedding leaves them
