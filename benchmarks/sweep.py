@@ -88,7 +88,9 @@ def run_one(a, settings: dict, seed: int) -> dict:
     log = [json.loads(x) for x in (d / "model" / "train_log.jsonl").read_text().splitlines()] \
         if res.returncode == 0 else []
     valid = [r for r in log if r["kind"] == "valid"]
+    lines = (res.stderr or res.stdout).strip().splitlines()
     run = {"settings": settings, "seed": seed, "rc": res.returncode,
+           "error": lines[-1] if res.returncode and lines else None,
            "steps": valid[-1]["step"] if valid else None,
            "valid_bleu": valid[-1]["bleu"] if valid else None, "valid_loss": valid[-1]["loss"] if valid else None,
            "seconds": time.perf_counter() - start}
