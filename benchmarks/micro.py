@@ -9,6 +9,8 @@ seqattn's on the CPU, medians of repeated calls in one process:
   packed path against `seqattn.model.rnn.packed_rnn`;
 - the GEMM rate at the output layer's shape (rows x 512 x 3,963) for 64 and 320 rows, float32 and bf16
   (whether bf16 decoding could pay on this CPU);
+- a decoding step's three products (output layer 512 -> 3,963, W_c 1,024 -> 512, the LSTM's W_hh
+  512 -> 2,048) at 7, 33, 64 and 320 rows: torch's addmm against `seqattn.model.packed.PackedLinear`;
 - with --model: decoder rows and their matrix-product GFLOP when decoding test2016 greedy and beam 5;
 - with --profile-steps N: where N training steps of the Multi30k-sized model spend their time (torch
   profiler, synthetic Multi30k-shaped batches of 3,000 target tokens, after 5 warm-up steps).
@@ -32,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from seqattn.model.dropout import cpu_dropout  # noqa: E402
+from seqattn.model.packed import pack  # noqa: E402
 from seqattn.model.rnn import packed_rnn, pad_packed  # noqa: E402
 
 
@@ -96,6 +99,15 @@ def main() -> int:
         for rows in (64, 320):
             h = torch.randn(rows, 512).to(dtype)
             res[key][rows] = 2 * rows * 512 * 3963 / ms(lambda h=h, w=w: torch.nn.functional.linear(h, w), 100) / 1e6
+    res["decoding_gemm_ms"] = {}
+    for name, (n_in, n_out) in {"output": (512, 3963), "combine": (1024, 512), "lstm_hh": (512, 2048)}.items():
+        w, b = torch.randn(n_out, n_in) * 0.05, torch.randn(n_out)
+        packed = pack(w, b)
+        for rows in (7, 33, 64, 320):
+            h = torch.randn(rows, n_in)
+            res["decoding_gemm_ms"][f"{name} {rows} rows"] = {
+                "addmm": ms(lambda h=h, w=w, b=b: torch.addmm(b, h, w.t()), 100),
+                "packed": None if packed is None else ms(lambda h=h, p=packed: p(h), 100)}
     if a.model:
         from seqattn.errors import SeqattnError
 

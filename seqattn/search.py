@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from .data.tokenizer import EOS, SOS
+from .model.decoder import Prepared
 from .model.seq2seq import Encoded, Seq2Seq
 
 
@@ -55,15 +56,15 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
 def greedy(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_len: torch.Tensor, *,
            sample: bool = False, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
            generator: torch.Generator | None = None, attention: bool = True,
-           table: torch.Tensor | None = None) -> list[Hypothesis]:
+           prepared: Prepared | None = None) -> list[Hypothesis]:
     """Return one output per sentence of src (batch x src_len, lengths src_len on CPU): the argmax at
     each step, or with sample=True a draw from softmax(logits / temperature) cut to top_k / top_p.
 
     Each sentence stops at its own <eos> or its limit max_len (batch); the loop ends when all have.
     Finished sentences leave the batch (once an eighth of it has finished), so later steps compute only
     the sentences still going. Scores are the model's log-probabilities of the chosen tokens (before
-    temperature and cuts). attention=False leaves Hypothesis.attention None; table: the decoder's
-    `input_table()` (the same result, faster).
+    temperature and cuts). attention=False leaves Hypothesis.attention None; prepared: the decoder's
+    `prepare()` (the same result, faster).
     """
     enc = model.encode(src, src_len)
     b, device = src.size(0), src.device
@@ -78,7 +79,7 @@ def greedy(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_len: to
     done = torch.zeros(b, dtype=torch.bool, device=device)           # per row of the current batch
     for t in range(steps):
         logits, enc.state, feed, alpha = model.decoder.step(y, enc.state, enc.memory, enc.keys, enc.mask, feed,
-                                                            table=table)
+                                                            prepared=prepared)
         logits = logits.float()
         if sample:
             probs = filter_logits(logits / temperature, top_k, top_p).softmax(-1)
@@ -134,7 +135,7 @@ def _cannot_improve(finished: list[Hypothesis], nbest: int, best_alive: float, l
 @torch.no_grad()
 def beam_search(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_len: torch.Tensor, beam: int,
                 alpha: float = 0.0, nbest: int = 1, attention: bool = True,
-                table: torch.Tensor | None = None) -> list[list[Hypothesis]]:
+                prepared: Prepared | None = None) -> list[list[Hypothesis]]:
     """Return the nbest hypotheses of each sentence (best first), batched beam search of width beam.
 
     All unfinished sentences and their beams run as one (active x beam) batch per step. A hypothesis
@@ -142,8 +143,8 @@ def beam_search(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_le
     logp / length_penalty(len, alpha); a sentence is done when it has `beam` finished hypotheses, when
     no alive hypothesis can still reach its nbest best (the same result, sooner), or when it reaches its
     limit max_len (batch); its rows then leave the batch. With beam 1 and alpha 0 this is exactly greedy
-    search. attention=False skips tracking the weights (Hypothesis.attention is None); table: the
-    decoder's `input_table()` (the same result, faster).
+    search. attention=False skips tracking the weights (Hypothesis.attention is None); prepared: the
+    decoder's `prepare()` (the same result, faster).
     """
     if not 1 <= nbest <= beam:
         raise ValueError(f"nbest must be in 1..beam ({beam}), got {nbest}")
@@ -169,7 +170,7 @@ def beam_search(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_le
     for t in range(max(limit)):
         n = len(active)
         logits, state, feed, alpha_t = model.decoder.step(y, state, enc.memory, enc.keys, enc.mask, feed, group=k,
-                                                          table=table)
+                                                          prepared=prepared)
         # The 2k best of a sentence's k x V candidates are among the 2k best tokens of each beam, and
         # log-softmax only shifts a row: take each row's 2k best logits, then normalise those alone.
         logits = logits.float()                                          # (n*k) x V

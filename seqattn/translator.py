@@ -16,6 +16,7 @@ from .data.batching import collate, pad_sources
 from .data.tokenizer import PAD, Tokenizers
 from .device import autocast, pick_device
 from .errors import SeqattnError
+from .model.decoder import Prepared
 from .model.seq2seq import Seq2Seq
 from .search import beam_search, greedy, max_lengths
 
@@ -95,14 +96,14 @@ class Translator:
     """A model with its tokenizers, ready to translate lists of sentences.
 
     fixed_weights=True (what `load` gives) lets it keep what it derives from the weights between calls
-    (the decoder's input table); a Translator around a model that is still training derives it anew in
+    (the decoder's `prepare()`); a Translator around a model that is still training derives it anew in
     every call."""
 
     def __init__(self, model: Seq2Seq, tokenizers: Tokenizers, cfg: Config, device: torch.device,
                  fixed_weights: bool = False):
         self.model, self.tok, self.cfg, self.device = model, tokenizers, cfg, device
         self.fixed_weights = fixed_weights
-        self._table: torch.Tensor | None = None
+        self._prepared: Prepared | None = None
 
     @classmethod
     def load(cls, model_dir: str | Path, device: str = "auto", checkpoint: str | None = None,
@@ -151,7 +152,7 @@ class Translator:
         if opt.sample and opt.seed is not None:
             generator = torch.Generator(self.device).manual_seed(opt.seed)
         with self._eval_mode():
-            table = self._input_table()
+            prepared = self._prepare()
             for start in range(0, len(order), batch_size):
                 idx = [rows[r] for r in order[start : start + batch_size]]
                 src, src_len = pad_sources([ids[i] for i in idx])
@@ -160,12 +161,12 @@ class Translator:
                 with autocast(self.device):
                     if opt.beam > 1:
                         nbests = beam_search(self.model, src, src_len, limit, opt.beam, opt.alpha, opt.nbest,
-                                              attention=attention, table=table)
+                                              attention=attention, prepared=prepared)
                     else:
                         nbests = [[h] for h in greedy(self.model, src, src_len, limit, sample=opt.sample,
                                                       temperature=opt.temperature, top_k=opt.top_k,
                                                       top_p=opt.top_p, generator=generator,
-                                                      attention=attention, table=table)]
+                                                      attention=attention, prepared=prepared)]
                 for i, hyps in zip(idx, nbests):
                     results[i].extend(self._result(ids[i], h, attention, truncated[i]) for h in hyps)
         return results
@@ -190,14 +191,14 @@ class Translator:
                     out[i] = {"logprob": total, "tokens": n, "ppl": math.exp(-total / n)}
         return out
 
-    def _input_table(self) -> torch.Tensor | None:
-        """Return the decoder's input table (see Decoder.input_table), kept while the weights are fixed."""
-        if self._table is not None:
-            return self._table
-        table = self.model.decoder.input_table()
+    def _prepare(self) -> Prepared:
+        """Return the decoder's `prepare()`, kept while the weights are fixed."""
+        if self._prepared is not None:
+            return self._prepared
+        prepared = self.model.decoder.prepare()
         if self.fixed_weights:
-            self._table = table
-        return table
+            self._prepared = prepared
+        return prepared
 
     @contextlib.contextmanager
     def _eval_mode(self):

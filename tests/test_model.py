@@ -1,9 +1,12 @@
 """The model: shapes, the context vector, packing, and batched training == step-by-step decoding."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from seqattn.config import ModelConfig
+from seqattn.model.packed import pack, packing_available
 from seqattn.model.seq2seq import Seq2Seq
 
 VARIANTS = [(rnn, att, feed) for rnn in ("lstm", "gru") for att in ("dot", "general", "concat", "none")
@@ -182,25 +185,60 @@ def test_packed_training_path_equals_torchs_packed_rnn(kind, layers, bidirection
 
 
 @pytest.mark.parametrize("rnn,layers", [("lstm", 1), ("gru", 1), ("lstm", 2), ("gru", 2)])
-def test_decoding_step_from_the_input_table_equals_the_cells(rnn, layers):
-    """A decoding step that looks up the first layer's input projection gives what torch's cells give."""
+def test_prepared_decoding_step_equals_the_cells(rnn, layers):
+    """A decoding step from `prepare()` (the first layer's input projection looked up, the products from
+    packed weights) gives what torch's cells and modules give."""
     torch.manual_seed(4)
     model = Seq2Seq(ModelConfig(rnn=rnn, layers=layers, emb_size=16, enc_hidden_size=12, dec_hidden_size=24,
                                 dropout=0.0), 30, 25).eval()
     src, src_len = torch.randint(4, 30, (5, 7)), torch.tensor([7, 7, 5, 3, 1])
     y = torch.tensor([1, 4, 9, 24, 3])
-    table = model.decoder.input_table()
-    assert table.shape == (25, (4 if rnn == "lstm" else 3) * 24)
+    prepared = model.decoder.prepare()
+    assert prepared.table.shape == (25, (4 if rnn == "lstm" else 3) * 24)
+    if packing_available():
+        assert all(p is not None for p in (prepared.hh, prepared.combine, prepared.out))
 
-    def step(table):
+    def step(prepared):
         enc = model.encode(src, src_len)
-        logits, state, s_tilde, alpha = model.decoder.step(y, enc.state, enc.memory, enc.keys, enc.mask, table=table)
+        logits, state, s_tilde, alpha = model.decoder.step(y, enc.state, enc.memory, enc.keys, enc.mask,
+                                                           prepared=prepared)
         return [logits, *(state if isinstance(state, tuple) else (state,)), s_tilde, alpha]
 
-    mine, ref = step(table), step(None)                       # None: torch's lstm_cell / gru_cell
-    assert all(a.shape == b.shape and torch.allclose(a, b, atol=1e-6) for a, b in zip(mine, ref))
+    mine, ref = step(prepared), step(None)                    # None: torch's lstm_cell / gru_cell, nn.Linear
+    assert all(a.shape == b.shape and torch.allclose(a, b, atol=1e-5) for a, b in zip(mine, ref))
+    if packing_available():   # the step multiplies by the packed copy, not the module
+        out = model.decoder.out
+        zeroed = replace(prepared, out=pack(torch.zeros_like(out.weight), out.bias))
+        assert torch.allclose(step(zeroed)[0], out.bias.expand(5, -1))
     fed = Seq2Seq(ModelConfig(input_feeding=True, emb_size=16, enc_hidden_size=12, dec_hidden_size=24), 30, 25)
-    assert fed.decoder.input_table() is None                  # the input also holds s~_{t-1}: no table
+    assert fed.decoder.prepare().table is None                # the input also holds s~_{t-1}: no table
+
+
+@pytest.mark.skipif(not packing_available(), reason="this torch has no oneDNN linear operators")
+@pytest.mark.parametrize("rows", [1, 7, 64])
+def test_packed_linear_equals_the_product_it_replaces(rows):
+    """PackedLinear's products (plain, with tanh, with a fused addition) equal torch's, any row count."""
+    g = torch.Generator().manual_seed(rows)
+    w, b = torch.randn(48, 20, generator=g), torch.randn(48, generator=g)
+    x, add = torch.randn(rows, 20, generator=g), torch.randn(rows, 48, generator=g)
+    ref = x @ w.t() + b
+    assert torch.allclose(pack(w, b)(x), ref, atol=1e-5)
+    assert torch.allclose(pack(w, b, "tanh")(x), torch.tanh(ref), atol=1e-5)
+    assert torch.allclose(pack(w)(x, add=add), x @ w.t() + add, atol=1e-5)
+    assert pack(w, b)(x.view(1, rows, 20)).shape == (1, rows, 48)     # leading dimensions kept
+    w.add_(1.0)                                                         # a snapshot: later changes do not reach it
+    assert torch.allclose(pack(w.sub(1.0), b)(x), ref, atol=1e-5)
+
+
+def test_pack_applies_to_float32_cpu_weights_only(monkeypatch):
+    w = torch.randn(6, 4)
+    assert pack(w.double()) is None and pack(w.bfloat16()) is None
+    assert pack(w, torch.zeros(6, dtype=torch.float64)) is None
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    assert pack(w) is None                                          # a torch without oneDNN: the modules as they are
+    model = Seq2Seq(ModelConfig(emb_size=8, enc_hidden_size=6, dec_hidden_size=12), 10, 9)
+    prepared = model.decoder.prepare()
+    assert prepared.table is not None and prepared.out is None and prepared.combine is None and prepared.hh is None
 
 
 @pytest.mark.parametrize("enforce_sorted,total", [(False, 7), (False, 9), (True, 7)])

@@ -191,7 +191,7 @@ def test_forced_scores_equal_the_sum_of_token_log_probabilities(model_dir):
 
 def test_a_translator_of_a_training_model_follows_its_weights(model_dir):
     """The trainer's validation decodes with the live model: what the Translator derives from the weights
-    (the decoder's input table) must be derived again after they change, also by a fused optimizer
+    (the decoder's `prepare()`) must be derived again after they change, also by a fused optimizer
     step, which changes them in place without counting a tensor version."""
     model, pairs = model_dir
     loaded = Translator.load(model, device="cpu")
@@ -204,7 +204,7 @@ def test_a_translator_of_a_training_model_follows_its_weights(model_dir):
         p.grad = torch.randn_like(p)
     torch.optim.Adam(net.parameters(), lr=0.05, fused=True).step()
     got = live.translate(src, options=SearchOptions(beam=3))
-    net.decoder.input_table = lambda: None                   # the reference: no table at all
+    net.decoder.prepare = lambda: None                       # the reference: the modules as they are
     ref = Translator(net, loaded.tok, loaded.cfg, loaded.device).translate(src, options=SearchOptions(beam=3))
     assert [o.text for o in got] == [o.text for o in ref]
     assert [o.score for o in got] == pytest.approx([o.score for o in ref], abs=1e-4)

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from ..data.tokenizer import PAD
 from .attention import Attention
 from .dropout import Dropout
+from .packed import PackedLinear, pack
 from .rnn import RNNS, in_rnn_precision, run_rnn
+
+
+@dataclass
+class Prepared:
+    """What decoding derives once from a decoder's fixed weights (`Decoder.prepare`); None: does not apply."""
+
+    table: torch.Tensor | None      # vocab x gates*hidden: the first RNN layer's input projection of every id
+    hh: PackedLinear | None         # that layer's W_hh (GRU: with b_hh), used with the table
+    combine: PackedLinear | None    # tanh(W_c [a_t; s_t] + b_c)
+    out: PackedLinear | None        # W_y s~_t + b_y
 
 
 class Decoder(nn.Module):
@@ -32,16 +45,18 @@ class Decoder(nn.Module):
         """Return the attention keys of memory (batch x src_len x *), computed once per batch."""
         return None if self.attention is None else self.attention.keys(memory)
 
-    def attend(self, s: torch.Tensor, memory: torch.Tensor, keys: torch.Tensor | None,
-               mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def attend(self, s: torch.Tensor, memory: torch.Tensor, keys: torch.Tensor | None, mask: torch.Tensor,
+               combine: PackedLinear | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Return (attentional states s~ batch x T x hidden, weights batch x T x src_len or None).
 
         s: decoder states batch x T x hidden. Without attention s~ = s (the seed's plain seq2seq).
+        combine: a packed tanh(W_c . + b_c) (`prepare`) to use instead of the module.
         """
         if self.attention is None:
             return self.dropout(s), None
         a, alpha = self.attention(s, keys, memory, mask)
-        s_tilde = torch.tanh(self.combine(torch.cat([a, s], dim=-1)))  # tanh(W_c [a_t; s_t] + b_c)
+        v = torch.cat([a, s], dim=-1)
+        s_tilde = combine(v) if combine is not None else torch.tanh(self.combine(v))  # tanh(W_c [a_t; s_t] + b_c)
         return self.dropout(s_tilde), alpha
 
     def forward(self, tgt_in: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor, state, keys=None):
@@ -66,24 +81,26 @@ class Decoder(nn.Module):
         return self.out(s_tilde), alpha
 
     def step(self, y_prev: torch.Tensor, state, memory: torch.Tensor, keys, mask: torch.Tensor,
-             feed: torch.Tensor | None = None, group: int = 1, table: torch.Tensor | None = None):
+             feed: torch.Tensor | None = None, group: int = 1, prepared: Prepared | None = None):
         """One decoding step: return (logits rows x vocab, new state, s~ rows x hidden, weights rows x src_len).
 
         y_prev: rows ids of the previous output (<sos> first); feed: s~_{t-1} with input feeding.
         memory, keys and mask have one row per `group` consecutive rows (beam search: a sentence's
-        beams share its encoder states, which are then neither copied nor gathered per beam). table: this
-        model's `input_table()` (used in eval mode), or None to multiply the embedding by W_ih as usual.
+        beams share its encoder states, which are then neither copied nor gathered per beam). prepared:
+        this decoder's `prepare()` (used in eval mode: the same function, faster), or None.
         """
-        if table is not None and not self.training:   # the first layer's input projection of y_prev, looked up
-            s, state = in_rnn_precision(lambda x, state: self._cell_step(x, state, table), y_prev, state)
+        fast = prepared if prepared is not None and not self.training else Prepared(None, None, None, None)
+        if fast.table is not None:   # the first layer's input projection of y_prev, looked up
+            s, state = in_rnn_precision(lambda x, state: self._cell_step(x, state, fast), y_prev, state)
         else:
             x = self.dropout(self.embed(y_prev))
             if self.input_feeding:
                 x = torch.cat([x, feed], dim=-1)
             s, state = self._rnn_step(x, state)
-        s_tilde, alpha = self.attend(s.view(-1, group, s.size(-1)), memory, keys, mask)
+        s_tilde, alpha = self.attend(s.view(-1, group, s.size(-1)), memory, keys, mask, fast.combine)
         s_tilde = s_tilde.reshape(-1, s_tilde.size(-1))
-        return (self.out(s_tilde), state, s_tilde, None if alpha is None else alpha.reshape(-1, alpha.size(-1)))
+        logits = fast.out(s_tilde) if fast.out is not None else self.out(s_tilde)
+        return logits, state, s_tilde, None if alpha is None else alpha.reshape(-1, alpha.size(-1))
 
     def _rnn_step(self, x: torch.Tensor, state):
         """Return (top-layer output batch x hidden, new state) of one RNN step on x (batch x in).
@@ -98,9 +115,10 @@ class Decoder(nn.Module):
             return out[:, 0], state
         return in_rnn_precision(self._cell_step, x, state)
 
-    def _cell_step(self, x: torch.Tensor, state, table: torch.Tensor | None = None):
+    def _cell_step(self, x: torch.Tensor, state, prepared: Prepared | None = None):
         """Return (top-layer output batch x hidden, new state) of nn.LSTM/nn.GRU's cells on x (batch x in),
-        or with `table` (see `input_table`) on x = the previous output ids (batch)."""
+        or with `prepared` (its table, see `input_table`) on x = the previous output ids (batch)."""
+        table = None if prepared is None else prepared.table
         rnn = self.rnn
         lstm = isinstance(rnn, nn.LSTM)
         hs, cs = [], []
@@ -108,7 +126,7 @@ class Decoder(nn.Module):
             w = [getattr(rnn, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
             if layer == 0 and table is not None:
                 h, c = _cell_from_projection(table.index_select(0, x), state[0][0] if lstm else state[0],
-                                             state[1][0] if lstm else None, w[1], w[3], lstm)
+                                             state[1][0] if lstm else None, w[1], w[3], lstm, prepared.hh)
                 if lstm:
                     cs.append(c)
             elif lstm:
@@ -121,12 +139,24 @@ class Decoder(nn.Module):
         return x, ((torch.stack(hs), torch.stack(cs)) if lstm else torch.stack(hs))
 
     @torch.no_grad()
+    def prepare(self) -> Prepared:
+        """Return what decoding can derive once from the weights while they stay fixed: the input table
+        and, on the CPU in float32, the step's matrix products with their weights packed for oneDNN
+        (model/packed.py). The module keeps no copy; the caller keeps it while the weights do not change."""
+        table, rnn = self.input_table(), self.rnn
+        linear = lambda m: m is not None and type(m) is nn.Linear   # noqa: E731 (not quantized modules)
+        hh = None if table is None else pack(rnn.weight_hh_l0, None if isinstance(rnn, nn.LSTM) else rnn.bias_hh_l0)
+        return Prepared(table, hh,
+                        pack(self.combine.weight, self.combine.bias, "tanh") if linear(self.combine) else None,
+                        pack(self.out.weight, self.out.bias) if linear(self.out) else None)
+
+    @torch.no_grad()
     def input_table(self) -> torch.Tensor | None:
         """Return the first RNN layer's input projection of every target id, vocab x gates*hidden
         (embedding @ W_ih^T + b_ih, and + b_hh for an LSTM), or None where it does not apply (input
         feeding, quantized or other RNN modules, a table over TABLE_MAX elements).
 
-        A decoding step (`step(..., table=)`) then gathers one row per sentence instead of multiplying the
+        A decoding step (`step(..., prepared=)`) then gathers one row per sentence instead of multiplying the
         embedding by W_ih: a third of the LSTM's matrix product at the Multi30k size. The module keeps no
         copy (a cached one would go stale when the weights change); the caller keeps it while they do not."""
         rnn = self.rnn
@@ -144,15 +174,16 @@ TABLE_MAX = 32 * 2**20     # elements of the decoder's input-projection table (f
 
 
 def _cell_from_projection(gx: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None, w_hh: torch.Tensor,
-                          b_hh: torch.Tensor, lstm: bool):
+                          b_hh: torch.Tensor, lstm: bool, hh: PackedLinear | None = None):
     """Return the LSTM's (h, c) or the GRU's h after one step, given the input projection gx (batch x
-    gates*hidden, with the biases `input_table` folds in) and the previous h, c (batch x hidden)."""
+    gates*hidden, with the biases `input_table` folds in) and the previous h, c (batch x hidden); hh:
+    W_hh packed (`Decoder.prepare`), else w_hh and b_hh multiply as they are."""
     if lstm:
-        i, f, g, o = torch.addmm(gx, h, w_hh.t()).chunk(4, 1)
+        i, f, g, o = (hh(h, add=gx) if hh is not None else torch.addmm(gx, h, w_hh.t())).chunk(4, 1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         return torch.sigmoid(o) * torch.tanh(c), c
     x_r, x_z, x_n = gx.chunk(3, 1)
-    h_r, h_z, h_n = torch.addmm(b_hh, h, w_hh.t()).chunk(3, 1)
+    h_r, h_z, h_n = (hh(h) if hh is not None else torch.addmm(b_hh, h, w_hh.t())).chunk(3, 1)
     r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
     n = torch.tanh(x_n + r * h_n)
     return n + z * (h - n), None
