@@ -16,8 +16,7 @@ from .data.batching import collate, pad_sources
 from .data.tokenizer import PAD, Tokenizers
 from .device import autocast, pick_device
 from .errors import SeqattnError
-from .model.decoder import Prepared
-from .model.seq2seq import Seq2Seq
+from .model.seq2seq import Prepared, Seq2Seq
 from .search import beam_search, greedy, max_lengths
 
 
@@ -96,7 +95,7 @@ class Translator:
     """A model with its tokenizers, ready to translate lists of sentences.
 
     fixed_weights=True (what `load` gives) lets it keep what it derives from the weights between calls
-    (the decoder's `prepare()`); a Translator around a model that is still training derives it anew in
+    (the model's `prepare()`); a Translator around a model that is still training derives it anew in
     every call."""
 
     def __init__(self, model: Seq2Seq, tokenizers: Tokenizers, cfg: Config, device: torch.device,
@@ -192,10 +191,10 @@ class Translator:
         return out
 
     def _prepare(self) -> Prepared:
-        """Return the decoder's `prepare()`, kept while the weights are fixed."""
+        """Return the model's `prepare()`, kept while the weights are fixed."""
         if self._prepared is not None:
             return self._prepared
-        prepared = self.model.decoder.prepare()
+        prepared = self.model.prepare()
         if self.fixed_weights:
             self._prepared = prepared
         return prepared

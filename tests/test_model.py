@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from seqattn.config import ModelConfig
+from seqattn.model.encoder import Encoder
 from seqattn.model.packed import pack, packing_available
 from seqattn.model.seq2seq import Seq2Seq
 
@@ -186,32 +187,58 @@ def test_packed_training_path_equals_torchs_packed_rnn(kind, layers, bidirection
 
 @pytest.mark.parametrize("rnn,layers", [("lstm", 1), ("gru", 1), ("lstm", 2), ("gru", 2)])
 def test_prepared_decoding_step_equals_the_cells(rnn, layers):
-    """A decoding step from `prepare()` (the first layer's input projection looked up, the products from
-    packed weights) gives what torch's cells and modules give."""
+    """A decoding step from `prepare()` (the first layer's input projection looked up, the memory multiplied
+    by W_ca once, the products from packed weights) gives what torch's cells and modules give."""
     torch.manual_seed(4)
     model = Seq2Seq(ModelConfig(rnn=rnn, layers=layers, emb_size=16, enc_hidden_size=12, dec_hidden_size=24,
                                 dropout=0.0), 30, 25).eval()
     src, src_len = torch.randint(4, 30, (5, 7)), torch.tensor([7, 7, 5, 3, 1])
     y = torch.tensor([1, 4, 9, 24, 3])
-    prepared = model.decoder.prepare()
-    assert prepared.table.shape == (25, (4 if rnn == "lstm" else 3) * 24)
+    prepared = model.prepare()
+    assert prepared.decoder.table.shape == (25, (4 if rnn == "lstm" else 3) * 24)
     if packing_available():
-        assert all(p is not None for p in (prepared.hh, prepared.combine, prepared.out))
+        assert all(p is not None for p in (prepared.decoder.hh, prepared.decoder.context, prepared.decoder.combine,
+                                           prepared.decoder.out))
 
     def step(prepared):
-        enc = model.encode(src, src_len)
-        logits, state, s_tilde, alpha = model.decoder.step(y, enc.state, enc.memory, enc.keys, enc.mask,
-                                                           prepared=prepared)
+        with torch.no_grad():
+            enc = model.encode(src, src_len, prepared)
+            logits, state, s_tilde, alpha = model.decoder.step(y, enc.state, enc.memory, enc.keys, enc.mask,
+                                                               prepared=prepared and prepared.decoder)
         return [logits, *(state if isinstance(state, tuple) else (state,)), s_tilde, alpha]
 
     mine, ref = step(prepared), step(None)                    # None: torch's lstm_cell / gru_cell, nn.Linear
     assert all(a.shape == b.shape and torch.allclose(a, b, atol=1e-5) for a, b in zip(mine, ref))
     if packing_available():   # the step multiplies by the packed copy, not the module
         out = model.decoder.out
-        zeroed = replace(prepared, out=pack(torch.zeros_like(out.weight), out.bias))
+        zeroed = replace(prepared, decoder=replace(prepared.decoder, out=pack(torch.zeros_like(out.weight), out.bias)))
         assert torch.allclose(step(zeroed)[0], out.bias.expand(5, -1))
     fed = Seq2Seq(ModelConfig(input_feeding=True, emb_size=16, enc_hidden_size=12, dec_hidden_size=24), 30, 25)
     assert fed.decoder.prepare().table is None                # the input also holds s~_{t-1}: no table
+
+
+@pytest.mark.skipif(not packing_available(), reason="this torch has no oneDNN linear operators")
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_prepared_encoder_equals_torchs_packed_lstm(bidirectional):
+    """Encoding from `Encoder.prepare()` (input projections looked up, both directions in one loop) gives
+    torch's packed LSTM's memory (zeros past each end, rows in the batch's order) and final h and c."""
+    torch.manual_seed(5)
+    enc = Encoder(40, 16, 12, 1, bidirectional, "lstm", 0.0).eval()
+    lengths = torch.tensor([3, 9, 1, 9, 4, 2, 6])
+    src = torch.randint(4, 40, (7, 11))                                  # padded past the longest, too
+    src[torch.arange(11) >= lengths.unsqueeze(1)] = 0
+    prepared = enc.prepare()
+    assert prepared.table.shape == (40 * (2 if bidirectional else 1), 4 * 12)
+    with torch.no_grad():
+        (mem, (h, c)), (ref_mem, (ref_h, ref_c)) = enc(src, lengths, prepared), enc(src, lengths)
+    assert mem.shape == ref_mem.shape == (7, 11, 24 if bidirectional else 12)
+    assert torch.allclose(mem, ref_mem, atol=1e-6) and torch.allclose(h, ref_h, atol=1e-6)
+    assert torch.allclose(c, ref_c, atol=1e-6) and h.shape == ref_h.shape
+    assert mem[2, 1:].abs().sum() == 0                                   # past the end of a 1-token sentence
+    enc.train()
+    assert torch.allclose(enc(src, lengths, prepared)[0], ref_mem, atol=1e-6)   # training ignores it
+    assert Encoder(40, 16, 12, 1, True, "gru", 0.0).prepare() is None
+    assert Encoder(40, 16, 12, 2, True, "lstm", 0.0).prepare() is None
 
 
 @pytest.mark.skipif(not packing_available(), reason="this torch has no oneDNN linear operators")
@@ -238,7 +265,9 @@ def test_pack_applies_to_float32_cpu_weights_only(monkeypatch):
     assert pack(w) is None                                          # a torch without oneDNN: the modules as they are
     model = Seq2Seq(ModelConfig(emb_size=8, enc_hidden_size=6, dec_hidden_size=12), 10, 9)
     prepared = model.decoder.prepare()
-    assert prepared.table is not None and prepared.out is None and prepared.combine is None and prepared.hh is None
+    assert prepared.table is not None and prepared.hh is None and prepared.out is None
+    assert prepared.context is None and prepared.combine is None
+    assert model.prepare().encoder is None                          # its loop needs the packed W_hh
 
 
 @pytest.mark.parametrize("enforce_sorted,total", [(False, 7), (False, 9), (True, 7)])

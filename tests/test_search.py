@@ -12,7 +12,16 @@ from seqattn.checkpoint import average_checkpoints, load_checkpoint, save_checkp
 from seqattn.config import ModelConfig, load_config
 from seqattn.data.batching import pad_sources
 from seqattn.model.seq2seq import Seq2Seq
-from seqattn.search import Hypothesis, _cannot_improve, beam_search, filter_logits, greedy, max_lengths
+from seqattn.search import (
+    Hypothesis,
+    _cannot_improve,
+    beam_search,
+    filter_logits,
+    greedy,
+    log_normaliser,
+    max_lengths,
+    row_argmax,
+)
 from seqattn.train import Trainer
 from seqattn.translator import SearchOptions, Translator
 
@@ -204,7 +213,7 @@ def test_a_translator_of_a_training_model_follows_its_weights(model_dir):
         p.grad = torch.randn_like(p)
     torch.optim.Adam(net.parameters(), lr=0.05, fused=True).step()
     got = live.translate(src, options=SearchOptions(beam=3))
-    net.decoder.prepare = lambda: None                       # the reference: the modules as they are
+    net.prepare = lambda: None                               # the reference: the modules as they are
     ref = Translator(net, loaded.tok, loaded.cfg, loaded.device).translate(src, options=SearchOptions(beam=3))
     assert [o.text for o in got] == [o.text for o in ref]
     assert [o.score for o in got] == pytest.approx([o.score for o in ref], abs=1e-4)
@@ -253,3 +262,26 @@ def test_search_options_are_checked():
         SearchOptions(beam=3, sample=True).check()
     with pytest.raises(SeqattnError, match="--num-samples needs --sample"):
         SearchOptions(num_samples=2).check()
+
+
+@pytest.mark.parametrize("width", [5, 64, 128, 200, 3963])
+def test_row_argmax_is_torch_max_ties_included(width):
+    """row_argmax returns max(-1)'s values and first indices, with ties inside and across chunks and the
+    maximum in the last, partial chunk."""
+    g = torch.Generator().manual_seed(width)
+    x = torch.randint(-3, 4, (40, width), generator=g).float()      # many ties
+    x[0], x[1, -1] = 0.0, 9.0                                        # all equal; the maximum in the last column
+    x[2, : min(width, 130)] = -5.0
+    x[2, width // 2] = x[2, width - 1] = 8.0                         # two maxima, across chunks
+    best, idx = row_argmax(x)
+    ref_best, ref_idx = x.max(-1)
+    assert torch.equal(best, ref_best) and torch.equal(idx, ref_idx)
+    assert idx[0] == 0 and idx[1] == width - 1 and idx[2] == width // 2
+
+
+def test_log_normaliser_gives_logsumexp():
+    x = torch.randn(7, 300) * 4
+    x[3, :299] = float("-inf")                                       # one finite entry
+    ref = torch.logsumexp(x, -1) - x.amax(-1)
+    assert torch.allclose(log_normaliser(x.clone(), x.amax(-1)), ref, atol=1e-5)
+    assert log_normaliser(x.clone(), x.amax(-1))[3] == 0.0

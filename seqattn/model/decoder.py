@@ -15,12 +15,13 @@ from .rnn import RNNS, in_rnn_precision, run_rnn
 
 
 @dataclass
-class Prepared:
+class DecoderPrepared:
     """What decoding derives once from a decoder's fixed weights (`Decoder.prepare`); None: does not apply."""
 
     table: torch.Tensor | None      # vocab x gates*hidden: the first RNN layer's input projection of every id
     hh: PackedLinear | None         # that layer's W_hh (GRU: with b_hh), used with the table
-    combine: PackedLinear | None    # tanh(W_c [a_t; s_t] + b_c)
+    context: PackedLinear | None    # W_c's columns over a_t, W_ca: applied once per batch to the memory
+    combine: PackedLinear | None    # W_c's columns over s_t with b_c: s~_t = tanh(this(s_t) + alpha_t . W_ca h)
     out: PackedLinear | None        # W_y s~_t + b_y
 
 
@@ -50,14 +51,21 @@ class Decoder(nn.Module):
         """Return (attentional states s~ batch x T x hidden, weights batch x T x src_len or None).
 
         s: decoder states batch x T x hidden. Without attention s~ = s (the seed's plain seq2seq).
-        combine: a packed tanh(W_c . + b_c) (`prepare`) to use instead of the module.
+        combine: `prepare()`'s, with memory already multiplied by W_ca (`project_memory`): the attention
+        then yields W_ca a_t, and s~ = tanh(W_cs s_t + b_c + W_ca a_t), the same as W_c [a_t; s_t] + b_c.
         """
         if self.attention is None:
             return self.dropout(s), None
         a, alpha = self.attention(s, keys, memory, mask)
-        v = torch.cat([a, s], dim=-1)
-        s_tilde = combine(v) if combine is not None else torch.tanh(self.combine(v))  # tanh(W_c [a_t; s_t] + b_c)
+        if combine is not None:
+            return torch.tanh(combine(s, add=a)), alpha
+        s_tilde = torch.tanh(self.combine(torch.cat([a, s], dim=-1)))  # tanh(W_c [a_t; s_t] + b_c)
         return self.dropout(s_tilde), alpha
+
+    def project_memory(self, memory: torch.Tensor, prepared: DecoderPrepared | None) -> torch.Tensor:
+        """Return the attention values for decoding steps with `prepared`: W_ca h_i (batch x src_len x hidden),
+        once per batch instead of W_ca a_t at every step and beam; memory itself without it."""
+        return memory if prepared is None or prepared.context is None else prepared.context(memory)
 
     def forward(self, tgt_in: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor, state, keys=None):
         """Return (logits batch x tgt_len x vocab, attention batch x tgt_len x src_len or None).
@@ -81,15 +89,16 @@ class Decoder(nn.Module):
         return self.out(s_tilde), alpha
 
     def step(self, y_prev: torch.Tensor, state, memory: torch.Tensor, keys, mask: torch.Tensor,
-             feed: torch.Tensor | None = None, group: int = 1, prepared: Prepared | None = None):
+             feed: torch.Tensor | None = None, group: int = 1, prepared: DecoderPrepared | None = None):
         """One decoding step: return (logits rows x vocab, new state, s~ rows x hidden, weights rows x src_len).
 
         y_prev: rows ids of the previous output (<sos> first); feed: s~_{t-1} with input feeding.
         memory, keys and mask have one row per `group` consecutive rows (beam search: a sentence's
         beams share its encoder states, which are then neither copied nor gathered per beam). prepared:
-        this decoder's `prepare()` (used in eval mode: the same function, faster), or None.
+        this decoder's `prepare()` (used in eval mode: the same function, faster; memory must then come
+        from `project_memory`), or None.
         """
-        fast = prepared if prepared is not None and not self.training else Prepared(None, None, None, None)
+        fast = prepared if prepared is not None and not self.training else DecoderPrepared(None, None, None, None, None)
         if fast.table is not None:   # the first layer's input projection of y_prev, looked up
             s, state = in_rnn_precision(lambda x, state: self._cell_step(x, state, fast), y_prev, state)
         else:
@@ -115,7 +124,7 @@ class Decoder(nn.Module):
             return out[:, 0], state
         return in_rnn_precision(self._cell_step, x, state)
 
-    def _cell_step(self, x: torch.Tensor, state, prepared: Prepared | None = None):
+    def _cell_step(self, x: torch.Tensor, state, prepared: DecoderPrepared | None = None):
         """Return (top-layer output batch x hidden, new state) of nn.LSTM/nn.GRU's cells on x (batch x in),
         or with `prepared` (its table, see `input_table`) on x = the previous output ids (batch)."""
         table = None if prepared is None else prepared.table
@@ -139,16 +148,21 @@ class Decoder(nn.Module):
         return x, ((torch.stack(hs), torch.stack(cs)) if lstm else torch.stack(hs))
 
     @torch.no_grad()
-    def prepare(self) -> Prepared:
+    def prepare(self) -> DecoderPrepared:
         """Return what decoding can derive once from the weights while they stay fixed: the input table
         and, on the CPU in float32, the step's matrix products with their weights packed for oneDNN
         (model/packed.py). The module keeps no copy; the caller keeps it while the weights do not change."""
         table, rnn = self.input_table(), self.rnn
         linear = lambda m: m is not None and type(m) is nn.Linear   # noqa: E731 (not quantized modules)
         hh = None if table is None else pack(rnn.weight_hh_l0, None if isinstance(rnn, nn.LSTM) else rnn.bias_hh_l0)
-        return Prepared(table, hh,
-                        pack(self.combine.weight, self.combine.bias, "tanh") if linear(self.combine) else None,
-                        pack(self.out.weight, self.out.bias) if linear(self.out) else None)
+        context = combine = None
+        if linear(self.combine):
+            w_ca, w_cs = self.combine.weight.split([self.combine.in_features - self.hidden_size, self.hidden_size], 1)
+            context, combine = pack(w_ca), pack(w_cs, self.combine.bias)
+            if context is None or combine is None:
+                context = combine = None
+        return DecoderPrepared(table, hh, context, combine, pack(self.out.weight, self.out.bias) if linear(self.out)
+                               else None)
 
     @torch.no_grad()
     def input_table(self) -> torch.Tensor | None:

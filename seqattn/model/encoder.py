@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from ..data.tokenizer import PAD
 from .dropout import Dropout
-from .rnn import RNNS, pad_packed, run_rnn
+from .packed import PackedLinear, pack
+from .rnn import RNNS, gate_order, lstm_from_tables, pad_packed, run_rnn
+
+TABLE_MAX = 32 * 2**20     # elements of the encoder's input-projection table (float32: 128 MiB)
+
+
+@dataclass
+class EncoderPrepared:
+    """What encoding derives once from an LSTM encoder's fixed weights (`Encoder.prepare`)."""
+
+    table: torch.Tensor             # (directions*vocab) x 4*hidden: input projection of every id, gates i f o g
+    hh: list[PackedLinear]          # each direction's W_hh, gates i f o g
 
 
 class Encoder(nn.Module):
@@ -24,12 +37,16 @@ class Encoder(nn.Module):
         self.layers, self.directions = layers, 2 if bidirectional else 1
         self.out_size = hidden_size * self.directions
 
-    def forward(self, src: torch.Tensor, src_len: torch.Tensor):
+    def forward(self, src: torch.Tensor, src_len: torch.Tensor, prepared: EncoderPrepared | None = None):
         """Return (memory batch x src_len x out_size, final state).
 
         src: batch x src_len ids; src_len: batch lengths (CPU). The final state is h (and c for
         LSTM), each layers x batch x out_size, directions concatenated per layer: the context vector.
+        prepared: this encoder's `prepare()` (used in eval mode: the same function, faster).
         """
+        if prepared is not None and not self.training:
+            memory, h, c = lstm_from_tables(src, src_len, prepared.table, prepared.hh)
+            return memory, (h.unsqueeze(0), c.unsqueeze(0))
         # ids are packed before the embedding, and dropout sees real tokens only (not the padding)
         ids = pack_padded_sequence(src, src_len.cpu(), batch_first=True, enforce_sorted=False)
         out, final = run_rnn(self.rnn, ids._replace(data=self.dropout(self.embed(ids.data))))
@@ -38,6 +55,27 @@ class Encoder(nn.Module):
         merge = self._merge_directions
         final = tuple(merge(s) for s in final) if isinstance(final, tuple) else merge(final)
         return memory, final
+
+    @torch.no_grad()
+    def prepare(self) -> EncoderPrepared | None:
+        """Return what CPU inference derives once from the weights while they stay fixed, or None where it
+        does not apply (not a one-layer LSTM with biases, not float32 on the CPU, a table over TABLE_MAX).
+
+        Encoding then looks up each id's input projection (the table) and multiplies by W_hh from weights
+        packed for oneDNN, both directions in one loop (`lstm_from_tables`), instead of torch's packed
+        LSTM: 1,000 Multi30k sentences in batches of 64, 215 -> 176 ms. The module keeps no copy."""
+        rnn = self.rnn
+        if (type(rnn) is not nn.LSTM or rnn.num_layers != 1 or not rnn.bias or rnn.proj_size
+                or self.embed.num_embeddings * 4 * rnn.hidden_size * self.directions > TABLE_MAX):
+            return None
+        suffixes = ("", "_reverse")[: self.directions]
+        hh = [pack(gate_order(getattr(rnn, f"weight_hh_l0{x}"))) for x in suffixes]
+        if any(h is None for h in hh):
+            return None
+        table = torch.cat([torch.addmm(gate_order(getattr(rnn, f"bias_ih_l0{x}") + getattr(rnn, f"bias_hh_l0{x}")),
+                                       self.embed.weight, gate_order(getattr(rnn, f"weight_ih_l0{x}")).t())
+                           for x in suffixes])
+        return EncoderPrepared(table, hh)
 
     def _merge_directions(self, state: torch.Tensor) -> torch.Tensor:
         """Return layers x batch x (directions*hidden) from (layers*directions) x batch x hidden."""

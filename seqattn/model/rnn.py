@@ -200,3 +200,64 @@ def pad_packed(packed: PackedSequence, total_length: int) -> torch.Tensor:
         where = where.index_select(0, packed.unsorted_indices)
     rows = torch.cat([data, data.new_zeros(1, *data.shape[1:])])
     return rows.index_select(0, where.flatten()).view(batch, total_length, *data.shape[1:])
+
+
+def lstm_from_tables(ids: torch.Tensor, lengths: torch.Tensor, table: torch.Tensor, hh: list):
+    """Return (outputs batch x S x (D*hidden), final h and c, each batch x (D*hidden)) of a one-layer LSTM
+    with D = len(hh) directions (forward, then reverse) over ids (batch x S, lengths batch on the CPU),
+    in inference, from a zero state; zeros past each sequence's end.
+
+    table: (D*vocab) x 4*hidden, each direction's input projection of every id with both biases, gates in
+    the order i, f, o, g (`gate_order`); hh: each direction's W_hh in that order, as a PackedLinear or a
+    plain 4*hidden x hidden weight. The directions run side by side: the reverse one reads each sequence
+    reversed within its length, so at every step both hold the same rows (the sequences longer than the
+    step, longest first) and one set of element-wise operations serves both, one call per gate kind.
+    Same function as nn.LSTM on the packed batch (a test compares).
+    """
+    batch, span = ids.shape
+    dirs, vocab, hid = len(hh), table.size(0) // len(hh), table.size(1) // 4
+    lens, order = lengths.sort(descending=True, stable=True)        # sorted position -> original row
+    rows_at = (lens.unsqueeze(0) > torch.arange(span).unsqueeze(1)).sum(1).tolist()   # rows alive at step t
+    device = ids.device
+    pos = torch.arange(span, device=device).unsqueeze(0)              # 1 x S
+    length = lengths.to(device).unsqueeze(1)                          # batch x 1, original order
+    sorted_ids = ids.index_select(0, order.to(device))
+    rev = (length.index_select(0, order.to(device)) - 1 - pos).clamp(min=0)   # reversed position, sorted rows
+    step_ids = [sorted_ids, sorted_ids.gather(1, rev) + vocab][:dirs]  # each batch x S: the id read at step t
+    gx = table.index_select(0, torch.stack(step_ids).permute(2, 0, 1).flatten()).view(span, dirs, batch, 4 * hid)
+    out = table.new_zeros(span + 1, dirs, batch, hid)                 # h at each step; step `span` stays zero
+    cell = torch.empty_like(out)
+    for t in range(int(lens[0])):
+        n = rows_at[t]
+        g = torch.stack([_hh(hh[d], out[t - 1, d, :n], gx[t, d, :n]) if t else gx[t, d, :n] for d in range(dirs)])
+        g[..., : 3 * hid].sigmoid_()                                  # i, f, o
+        g[..., 3 * hid :].tanh_()                                     # g
+        i, f, o, gg = g.chunk(4, -1)
+        c = cell[t, :, :n]
+        if t:
+            torch.mul(f, cell[t - 1, :, :n], out=c).addcmul_(i, gg)
+        else:
+            torch.mul(i, gg, out=c)
+        torch.mul(o, torch.tanh(c), out=out[t, :, :n])
+    # each original row's outputs (forward: step p; reverse: step L-1-p, past the end the zero step `span`)
+    where = torch.empty_like(order)
+    where[order] = torch.arange(batch)
+    where = where.to(device).unsqueeze(1)                             # original row -> sorted position
+    steps = [pos, torch.where(pos < length, length - 1 - pos, span)][:dirs]
+    flat = lambda step, d: (step * dirs + d) * batch + where          # noqa: E731 (row of out viewed 2-D)
+    memory = out.view(-1, hid).index_select(0, torch.stack([flat(st, d) for d, st in enumerate(steps)], -1).flatten())
+    last = torch.stack([flat(length - 1, d) for d in range(dirs)], -1).flatten()
+    finals = [x.view(-1, hid).index_select(0, last).view(batch, dirs * hid) for x in (out, cell)]
+    return memory.view(batch, span, dirs * hid), finals[0], finals[1]
+
+
+def gate_order(w: torch.Tensor) -> torch.Tensor:
+    """Return an LSTM weight or bias (4*hidden rows, torch's gate order i, f, g, o) in the order i, f, o, g
+    that `lstm_from_tables` reads (one sigmoid over the first three, one tanh over the last)."""
+    i, f, g, o = w.chunk(4, 0)
+    return torch.cat([i, f, o, g])
+
+
+def _hh(hh, h: torch.Tensor, gx: torch.Tensor) -> torch.Tensor:
+    """Return gx + h W_hh^T (rows x 4*hidden) through a PackedLinear or a plain weight."""
+    return hh(h, add=gx) if callable(hh) else torch.addmm(gx, h, hh.t())

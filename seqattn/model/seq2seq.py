@@ -9,15 +9,16 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..data.tokenizer import PAD
-from .decoder import Decoder
-from .encoder import Encoder
+from .decoder import Decoder, DecoderPrepared
+from .encoder import Encoder, EncoderPrepared
 
 
 @dataclass
 class Encoded:
     """What decoding needs from the source, computed once per batch."""
 
-    memory: torch.Tensor          # batch x src_len x enc_out (keys = values = h_i)
+    memory: torch.Tensor          # the attention values, batch x src_len x *: h_i (enc_out wide), or
+                                  # W_ca h_i when encoded with prepared weights (Decoder.project_memory)
     keys: torch.Tensor | None     # batch x src_len x * (projected for general/concat)
     mask: torch.Tensor            # batch x src_len, True at real tokens
     state: object                 # decoder initial state: h (and c) layers x batch x dec_hidden
@@ -28,6 +29,14 @@ class Encoded:
         state = tuple(pick(s) for s in self.state) if isinstance(self.state, tuple) else pick(self.state)
         keys = None if self.keys is None else self.keys.index_select(0, index)
         return Encoded(self.memory.index_select(0, index), keys, self.mask.index_select(0, index), state)
+
+
+@dataclass
+class Prepared:
+    """What inference derives once from fixed weights (`Seq2Seq.prepare`): the same results, faster."""
+
+    encoder: EncoderPrepared | None
+    decoder: DecoderPrepared
 
 
 class Seq2Seq(nn.Module):
@@ -51,15 +60,21 @@ class Seq2Seq(nn.Module):
                 for emb in (self.encoder.embed, self.decoder.embed):
                     emb.weight[PAD].zero_()
 
-    def encode(self, src: torch.Tensor, src_len: torch.Tensor) -> Encoded:
-        """Return the Encoded source of src batch x src_len (lengths src_len, on CPU)."""
-        memory, final = self.encoder(src, src_len)
+    def prepare(self) -> Prepared:
+        """Return what decoding derives once from the weights (`Encoder.prepare`, `Decoder.prepare`); the
+        modules keep no copy: the caller keeps it while the weights do not change."""
+        return Prepared(self.encoder.prepare(), self.decoder.prepare())
+
+    def encode(self, src: torch.Tensor, src_len: torch.Tensor, prepared: Prepared | None = None) -> Encoded:
+        """Return the Encoded source of src batch x src_len (lengths src_len, on CPU); prepared: `prepare()`."""
+        memory, final = self.encoder(src, src_len, None if prepared is None else prepared.encoder)
         states = final if isinstance(final, tuple) else (final,)
         if self.bridge is not None:
             states = tuple(torch.tanh(lin(s)) for lin, s in zip(self.bridge, states))
         state = states if len(states) == 2 else states[0]
         state = tuple(s.contiguous() for s in state) if isinstance(state, tuple) else state.contiguous()
-        return Encoded(memory, self.decoder.keys(memory), src != PAD, state)
+        values = self.decoder.project_memory(memory, None if prepared is None else prepared.decoder)
+        return Encoded(values, self.decoder.keys(memory), src != PAD, state)
 
     def forward(self, src: torch.Tensor, src_len: torch.Tensor, tgt_in: torch.Tensor):
         """Return (logits batch x tgt_len x tgt_vocab, attention batch x tgt_len x src_len or None)."""
