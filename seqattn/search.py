@@ -78,33 +78,69 @@ def log_normaliser(logits: torch.Tensor, row_max: torch.Tensor) -> torch.Tensor:
     return logits.sub_(row_max.unsqueeze(1)).exp_().sum(-1).log_()
 
 
+class _Sources:
+    """Encodes src (batch x src_len, lengths on the CPU) `width` rows at a time, in its order, and hands
+    out its rows as decoding makes room for them."""
+
+    def __init__(self, model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, width: int,
+                 prepared: Prepared | None):
+        self.model, self.src, self.src_len, self.width, self.prepared = model, src, src_len, width, prepared
+        self.next = 0                                  # first row not encoded yet
+        self.enc: Encoded | None = None                # the last encoded rows: lo .. next-1
+        self.lo = self.given = 0                       # their first row; the first not handed out yet
+
+    def pending(self) -> bool:
+        """Return whether rows remain to hand out."""
+        return self.given < self.src.size(0)
+
+    def take(self, n: int) -> tuple[Encoded, torch.Tensor]:
+        """Return (the Encoded of the next n rows or fewer, their rows of src); at least one row is pending."""
+        parts, rows = [], []
+        while n > 0 and self.pending():
+            if self.given == self.next:
+                lo, hi = self.next, min(self.src.size(0), self.next + self.width)
+                span = int(self.src_len[lo:hi].max())
+                self.enc = self.model.encode(self.src[lo:hi, :span], self.src_len[lo:hi], self.prepared)
+                self.lo, self.next = lo, hi
+            k = min(n, self.next - self.given)
+            index = torch.arange(self.given, self.given + k, device=self.src.device)
+            whole = k == self.next - self.lo
+            parts.append(self.enc if whole else self.enc.select(index - self.lo))
+            rows.append(index)
+            self.given, n = self.given + k, n - k
+        return (parts[0] if len(parts) == 1 else Encoded.join(parts)), torch.cat(rows)
+
+
 @torch.no_grad()
 def greedy(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_len: torch.Tensor, *,
            sample: bool = False, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
            generator: torch.Generator | None = None, attention: bool = True,
-           prepared: Prepared | None = None) -> list[Hypothesis]:
+           prepared: Prepared | None = None, width: int = 0) -> list[Hypothesis]:
     """Return one output per sentence of src (batch x src_len, lengths src_len on CPU): the argmax at
     each step, or with sample=True a draw from softmax(logits / temperature) cut to top_k / top_p.
 
-    Each sentence stops at its own <eos> or its limit max_len (batch); the loop ends when all have.
-    Finished sentences leave the batch (once an eighth of it has finished), so later steps compute only
-    the sentences still going. Scores are the model's log-probabilities of the chosen tokens (before
-    temperature and cuts). attention=False leaves Hypothesis.attention None; prepared: the model's
-    `prepare()` (the same result, faster).
+    Each sentence stops at its own <eos> or its limit max_len (batch). At most `width` sentences decode
+    at once (0: all of src): src is encoded `width` rows at a time, in its order (sort it by length), and
+    once an eighth of those decoding have finished, the next sentences take their places (only their
+    rows are written), so the steps keep `width` rows; when none are left, the finished leave the batch.
+    Each output is what decoding its sentence alone gives. Scores are the model's log-probabilities of
+    the chosen tokens (before temperature and cuts). attention=False leaves Hypothesis.attention None;
+    prepared: the model's `prepare()` (the same result, faster).
     """
-    enc = model.encode(src, src_len, prepared)
     b, device = src.size(0), src.device
+    width = b if width <= 0 else min(width, b)
+    sources = _Sources(model, src, src_len, width, prepared)
     step_weights = None if prepared is None else prepared.decoder
-    y, feed = _start(model, enc, b)
-    limit = max_len.to(device)
-    steps = int(limit.max())
-    ids = torch.zeros(b, steps, dtype=torch.long, device=device)     # row i's outputs, cut at out_len[i]
+    limit_of = max_len.to(device)
+    ids = torch.zeros(b, int(limit_of.max()), dtype=torch.long, device=device)   # row i's outputs, to out_len[i]
     att = None                                                       # b x steps x src_len once known
-    out_len = limit.clone()
+    out_len = limit_of.clone()
     score = torch.zeros(b, device=device)
-    rows = torch.arange(b, device=device)     # the original row of each sentence still in the batch
-    done = torch.zeros(b, dtype=torch.bool, device=device)           # per row of the current batch
-    for t in range(steps):
+    enc, rows = sources.take(width)            # each decoding sentence's row of src
+    y, feed = _start(model, enc, len(rows))    # its last output id (<sos> first), input feeding's s~
+    pos = torch.zeros_like(rows)               # its output position
+    done = torch.zeros_like(rows, dtype=torch.bool)
+    while True:
         logits, enc.state, feed, alpha = model.decoder.step(y, enc.state, enc.memory, enc.keys, enc.mask, feed,
                                                             prepared=step_weights)
         logits = logits.float()
@@ -117,21 +153,33 @@ def greedy(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_len: to
             best, y = row_argmax(logits)
             logp = -log_normaliser(logits, best)               # the chosen token's log-softmax
         score.index_add_(0, rows, logp.masked_fill(done, 0.0))
-        ids[rows, t] = y
+        ids[rows, pos] = y
         if attention and alpha is not None:
             if att is None:
-                att = alpha.new_zeros(b, steps, alpha.size(-1))
-            att[rows, t] = alpha
-        newly = ~done & ((y == EOS) | (t + 1 >= limit))
-        out_len[rows] = torch.where(newly, t + 1, out_len[rows])
+                att = alpha.new_zeros(b, ids.size(1), src.size(1))
+            att[rows, pos, : alpha.size(-1)] = alpha
+        pos += 1
+        newly = ~done & ((y == EOS) | (pos >= limit_of[rows]))
+        out_len[rows] = torch.where(newly, pos, out_len[rows])
         done |= newly
         n_done = int(done.sum())
-        if n_done == len(rows):
+        if n_done < max(1, len(rows) // 8) and n_done < len(rows):
+            continue
+        if sources.pending():          # the next sentences take the finished ones' places
+            free = done.nonzero().squeeze(1)
+            part, new_rows = sources.take(len(free))
+            free = free[: len(new_rows)]
+            enc = enc.put(free, part)
+            new_y, new_feed = _start(model, part, len(new_rows))
+            rows[free], pos[free], y[free], done[free] = new_rows, 0, new_y, False
+            if new_feed is not None:   # input feeding: s~_0 = 0
+                feed[free] = new_feed
+        elif n_done == len(rows):
             break
-        if n_done >= max(1, len(rows) // 8):   # drop the finished rows from every per-row tensor
+        else:                          # none left to join: the finished leave every per-row tensor
             keep = (~done).nonzero().squeeze(1)
             enc = enc.select(keep)
-            rows, y, limit, done = rows[keep], y[keep], limit[keep], done[keep]
+            rows, pos, y, done = rows[keep], pos[keep], y[keep], done[keep]
             feed = None if feed is None else feed[keep]
     ids, out_len, score = ids.cpu(), out_len.cpu().tolist(), score.cpu().tolist()
     att = None if att is None else att.float().cpu()

@@ -91,6 +91,9 @@ def quantize_int8(model: Seq2Seq, device: torch.device) -> Seq2Seq:
         return torch.ao.quantization.quantize_dynamic(model, {nn.Linear, nn.LSTM, nn.GRU}, dtype=torch.qint8)
 
 
+REFILL_BATCHES = 16   # batches per decoding call: the outputs and attention it holds stay bounded
+
+
 class Translator:
     """A model with its tokenizers, ready to translate lists of sentences.
 
@@ -150,10 +153,13 @@ class Translator:
         generator = None
         if opt.sample and opt.seed is not None:
             generator = torch.Generator(self.device).manual_seed(opt.seed)
+        # A call decodes up to REFILL_BATCHES batches' worth of sentences with batch_size of them at a time,
+        # the next joining as others finish (search.greedy's width), so steps keep about batch_size rows.
+        per_call = batch_size * (REFILL_BATCHES if opt.beam == 1 else 1)
         with self._eval_mode():
             prepared = self._prepare()
-            for start in range(0, len(order), batch_size):
-                idx = [rows[r] for r in order[start : start + batch_size]]
+            for start in range(0, len(order), per_call):
+                idx = [rows[r] for r in order[start : start + per_call]]
                 src, src_len = pad_sources([ids[i] for i in idx])
                 limit = max_lengths(src_len, self.cfg.train.max_output_ratio)
                 src = src.to(self.device)
@@ -165,7 +171,7 @@ class Translator:
                         nbests = [[h] for h in greedy(self.model, src, src_len, limit, sample=opt.sample,
                                                       temperature=opt.temperature, top_k=opt.top_k,
                                                       top_p=opt.top_p, generator=generator,
-                                                      attention=attention, prepared=prepared)]
+                                                      attention=attention, prepared=prepared, width=batch_size)]
                 for i, hyps in zip(idx, nbests):
                     results[i].extend(self._result(ids[i], h, attention, truncated[i]) for h in hyps)
         return results

@@ -145,7 +145,8 @@ class Decoder(nn.Module):
                 h = torch.gru_cell(x, state[layer], *w)
             hs.append(h)
             x = h
-        return x, ((torch.stack(hs), torch.stack(cs)) if lstm else torch.stack(hs))
+        stack = lambda xs: xs[0].unsqueeze(0) if len(xs) == 1 else torch.stack(xs)   # noqa: E731 (one layer: no copy)
+        return x, ((stack(hs), stack(cs)) if lstm else stack(hs))
 
     @torch.no_grad()
     def prepare(self) -> DecoderPrepared:

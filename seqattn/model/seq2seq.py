@@ -27,8 +27,39 @@ class Encoded:
         """Return the rows `index` (batch' ids) of every tensor, e.g. the sentences still being decoded."""
         pick = lambda s: s.index_select(1, index)
         state = tuple(pick(s) for s in self.state) if isinstance(self.state, tuple) else pick(self.state)
-        keys = None if self.keys is None else self.keys.index_select(0, index)
-        return Encoded(self.memory.index_select(0, index), keys, self.mask.index_select(0, index), state)
+        memory = self.memory.index_select(0, index)
+        keys = memory if self.keys is self.memory else None if self.keys is None else self.keys.index_select(0, index)
+        return Encoded(memory, keys, self.mask.index_select(0, index), state)
+
+    def put(self, index: torch.Tensor, part: Encoded) -> Encoded:
+        """Return this Encoded with rows `index` (part's batch ids) overwritten by part's rows, in place
+        unless part's src_len is longer (then in a copy padded to it). Keys that are the memory stay so."""
+        target = self if part.mask.size(1) <= self.mask.size(1) else Encoded.join([self, part]).select(
+            torch.arange(self.mask.size(0), device=index.device))
+        if part.mask.size(1) < target.mask.size(1):
+            part = Encoded.join([part], span=target.mask.size(1))
+        target.memory.index_copy_(0, index, part.memory)
+        if target.keys is not None and target.keys is not target.memory:
+            target.keys.index_copy_(0, index, part.keys)
+        target.mask.index_copy_(0, index, part.mask)
+        for mine, theirs in zip(*((e.state if isinstance(e.state, tuple) else (e.state,)) for e in (target, part))):
+            mine.index_copy_(1, index, theirs)
+        return target
+
+    @staticmethod
+    def join(parts: list[Encoded], span: int = 0) -> Encoded:
+        """Return the rows of all parts, in order, padded to the longest src_len or span (mask False there)."""
+        span = max([span] + [p.mask.size(1) for p in parts])
+        pad = lambda x: x if x.size(1) == span else torch.cat(   # noqa: E731 (batch x len x ... -> span)
+            [x, x.new_zeros(x.size(0), span - x.size(1), *x.shape[2:])], 1)
+        cat = lambda xs, dim: torch.cat(xs, dim)                   # noqa: E731
+        first = parts[0].state
+        state = (tuple(cat([p.state[i] for p in parts], 1) for i in range(len(first))) if isinstance(first, tuple)
+                 else cat([p.state for p in parts], 1))
+        memory = cat([pad(p.memory) for p in parts], 0)
+        keys = (memory if all(p.keys is p.memory for p in parts) else None if parts[0].keys is None
+                else cat([pad(p.keys) for p in parts], 0))
+        return Encoded(memory, keys, cat([pad(p.mask) for p in parts], 0), state)
 
 
 @dataclass
