@@ -11,7 +11,7 @@ from test_cli import assert_one_line_error, run
 from seqattn.checkpoint import average_checkpoints, load_checkpoint, save_checkpoint
 from seqattn.config import ModelConfig, load_config
 from seqattn.data.batching import pad_sources
-from seqattn.model.seq2seq import Seq2Seq
+from seqattn.model.seq2seq import Encoded, Seq2Seq
 from seqattn.search import (
     Hypothesis,
     _cannot_improve,
@@ -70,12 +70,21 @@ def test_beam_finds_better_model_scores_and_sorted_distinct_nbest():
             assert torch.allclose(h.attention.sum(-1), torch.ones(h.attention.size(0)), atol=1e-5)
 
 
-@pytest.mark.parametrize("att,feed", [("dot", False), ("general", True)])
-def test_greedy_on_a_batch_equals_each_sentence_alone(att, feed):
-    """Finished sentences leave the batch as it decodes: nothing of the others may move with them."""
+@pytest.mark.parametrize("att,feed,width,prep", [("dot", False, 0, False), ("general", True, 0, False),
+                                                 ("dot", False, 7, True), ("general", True, 5, False),
+                                                 ("dot", False, 1, True)])
+def test_greedy_on_a_batch_equals_each_sentence_alone(att, feed, width, prep):
+    """Finished sentences leave the batch as it decodes, or (width) hand their places to the next ones,
+    encoded `width` at a time and of other lengths: nothing of the others may move with them."""
     model = random_model(att, feed)
     src, src_len, limit = sources(40, seed=5)
-    together = greedy(model, src, src_len, limit)
+    rows_per_step = []
+    real_step = model.decoder.step
+    model.decoder.step = lambda y, *a, **k: rows_per_step.append(len(y)) or real_step(y, *a, **k)
+    together = greedy(model, src, src_len, limit, width=width, prepared=model.prepare() if prep else None)
+    del model.decoder.step
+    if width:   # full steps of `width` rows until the last sentences joined
+        assert max(rows_per_step) == width and rows_per_step[: len(rows_per_step) // 2].count(width) > 5
     assert len({len(h.ids) for h in together}) > 3             # they finish at many different steps
     for i in range(len(together)):
         n = int(src_len[i])
@@ -83,7 +92,29 @@ def test_greedy_on_a_batch_equals_each_sentence_alone(att, feed):
         assert together[i].ids == alone.ids and together[i].finished == alone.finished
         assert together[i].score == pytest.approx(alone.score, abs=1e-4)
         assert torch.allclose(together[i].attention, alone.attention, atol=1e-5)
-    assert all(h.attention is None for h in greedy(model, src, src_len, limit, attention=False))
+    assert all(h.attention is None for h in greedy(model, src, src_len, limit, attention=False, width=width))
+
+
+def test_encoded_rows_join_and_are_overwritten_across_source_lengths():
+    """Encoded.join pads shorter sources (mask False, zero memory); put writes rows in place, or into a
+    longer copy when the newcomers' sources are longer."""
+    model = random_model()
+    src, src_len, _ = sources(6, seed=3)
+    order = src_len.argsort()
+    src, src_len = src[order], src_len[order]
+    short, long = (model.encode(src[i : i + 3, : int(src_len[i : i + 3].max())], src_len[i : i + 3]) for i in (0, 3))
+    spans = short.mask.size(1), long.mask.size(1)
+    assert spans[0] < spans[1]
+    both = Encoded.join([short, long])
+    assert both.mask.shape == (6, spans[1]) and torch.equal(both.mask, src[:, : spans[1]] != 0)
+    assert both.keys is both.memory                                     # dot attention: the keys are the memory
+    assert both.memory[:3, spans[0]:].abs().sum() == 0 and torch.equal(both.state[0][:, 3:], long.state[0])
+    put = short.put(torch.tensor([2, 0]), long.select(torch.tensor([1, 0])))   # longer newcomers: a copy
+    assert put.mask.shape == (3, spans[1]) and put.keys is put.memory
+    assert torch.equal(put.memory[0], long.memory[0]) and torch.equal(put.mask[2], both.mask[4])
+    assert torch.equal(put.memory[1], both.memory[1]) and torch.equal(put.state[1][:, 2], long.state[1][:, 1])
+    again = put.put(torch.tensor([1]), short.select(torch.tensor([2])))         # shorter: in place, padded
+    assert again is put and torch.equal(again.memory[1], both.memory[2]) and torch.equal(again.mask[1], both.mask[2])
 
 
 @pytest.mark.parametrize("att,feed", [("dot", False), ("general", True)])
