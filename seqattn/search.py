@@ -193,6 +193,39 @@ def greedy(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_len: to
     return hyps
 
 
+def best_expansions(logits: torch.Tensor, scores: torch.Tensor, group: int, m: int, chunk: int = 64):
+    """Return (scores, beam, token), each n x m, best first: the m best of log_softmax(logits[r])[v] +
+    scores[r] over the `group` rows r of each of the n groups (logits: (n*group) x V, scores: n*group).
+
+    torch's topk walks every logit at about 1.3 ns each (a beam step of 64 sentences x 5 beams: 1.7 ms);
+    amax runs vector code. So: the maximum of each chunk of `chunk` logits, shifted by its row's offset
+    (score - max - log-normaliser) ranks the chunks; the m best elements of a group lie in its m best chunks
+    (m other chunks would otherwise hold m larger ones), and only those chunks' logits meet topk (0.9 ms).
+    """
+    rows, v = logits.shape
+    n, whole = rows // group, v // chunk
+    if whole * group < m or whole < 2:     # a small vocabulary: every candidate at once
+        best, flat = (torch.log_softmax(logits, -1) + scores.unsqueeze(1)).view(n, group * v).topk(m, -1)
+        return best, flat // v, flat % v
+    peaks = logits[:, : whole * chunk].view(rows, whole, chunk).amax(-1)           # rows x chunks
+    if whole * chunk < v:
+        peaks = torch.cat([peaks, logits[:, whole * chunk :].amax(-1, keepdim=True)], 1)
+    row_max = peaks.amax(-1)
+    norm = (logits - row_max.unsqueeze(1)).exp_().sum(-1).log_()
+    offset = (scores - row_max - norm).view(n, group)                               # log-softmax = logit + offset
+    chunks = peaks.size(1)
+    pick = (peaks.view(n, group, chunks) + offset.unsqueeze(-1)).view(n, -1).topk(m, -1).indices   # n x m
+    beam = pick // chunks
+    cols = ((pick % chunks) * chunk).unsqueeze(-1) + torch.arange(chunk, device=logits.device)     # n x m x chunk
+    first_row = torch.arange(n, device=logits.device).unsqueeze(1) * group
+    flat = ((first_row + beam) * v).unsqueeze(-1) + cols.clamp(max=v - 1)
+    cand = logits.view(-1).index_select(0, flat.view(-1)).view(n, m, chunk) + offset.gather(1, beam).unsqueeze(-1)
+    if whole * chunk < v:                  # the last chunk's columns past V
+        cand.masked_fill_(cols >= v, float("-inf"))
+    best, where = cand.view(n, -1).topk(m, -1)
+    return best, beam.gather(1, where // chunk), cols.view(n, -1).gather(1, where)
+
+
 def _cannot_improve(finished: list[Hypothesis], nbest: int, best_alive: float, limit: int, alpha: float) -> bool:
     """Return whether no hypothesis still alive can enter a sentence's nbest finished ones.
 
@@ -248,15 +281,8 @@ def beam_search(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_le
         n = len(active)
         logits, state, feed, alpha_t = model.decoder.step(y, state, enc.memory, enc.keys, enc.mask, feed, group=k,
                                                           prepared=step_weights)
-        # The 2k best of a sentence's k x V candidates are among the 2k best tokens of each beam, and
-        # log-softmax only shifts a row: take each row's 2k best logits, then normalise those alone.
-        logits = logits.float()                                          # (n*k) x V
-        m = min(2 * k, logits.size(-1))
-        row_best, row_tok = logits.topk(m, dim=-1)                       # (n*k) x m, best first
-        norm = log_normaliser(logits, row_best[:, 0]) - scores.view(-1)  # log-softmax = logit - max - norm
-        row_best = row_best.sub_(row_best[:, :1].clone()).sub_(norm.unsqueeze(1))
-        top_scores, top_idx = row_best.view(n, k * m).topk(2 * k, dim=-1)   # at most k of them are <eos>
-        top_tok, top_beam = row_tok.view(n, k * m).gather(1, top_idx), top_idx // m
+        # each sentence's 2k best continuations (at most k of them end in <eos>)
+        top_scores, top_beam, top_tok = best_expansions(logits.float(), scores.view(-1), k, 2 * k)
         is_eos = top_tok == EOS
         if attention and alpha_t is not None:
             step_att = alpha_t.unsqueeze(1)

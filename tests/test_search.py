@@ -16,6 +16,7 @@ from seqattn.search import (
     Hypothesis,
     _cannot_improve,
     beam_search,
+    best_expansions,
     filter_logits,
     greedy,
     log_normaliser,
@@ -316,3 +317,20 @@ def test_log_normaliser_gives_logsumexp():
     ref = torch.logsumexp(x, -1) - x.amax(-1)
     assert torch.allclose(log_normaliser(x.clone(), x.amax(-1)), ref, atol=1e-5)
     assert log_normaliser(x.clone(), x.amax(-1))[3] == 0.0
+
+
+@pytest.mark.parametrize("vocab,chunk", [(12, 64), (300, 64), (256, 32), (1000, 128)])
+def test_best_expansions_are_the_best_of_all_candidates(vocab, chunk):
+    """The chunked selection returns what ranking every (beam, token) continuation of a sentence gives,
+    the last partial chunk and beams not started yet (score -inf) included."""
+    g = torch.Generator().manual_seed(vocab)
+    n, k = 6, 4
+    logits = torch.randn(n * k, vocab, generator=g) * 3
+    logits[0, -1] = 30.0                                             # the best token in the last, partial chunk
+    scores = torch.randn(n * k, generator=g) * 2
+    scores.view(n, k)[:2, 1:] = float("-inf")                        # first step: only beam 0 is alive
+    best, beam, tok = best_expansions(logits, scores, k, 2 * k, chunk=chunk)
+    ref_best, ref_flat = (torch.log_softmax(logits, -1) + scores.unsqueeze(1)).view(n, k * vocab).topk(2 * k, -1)
+    assert torch.allclose(best, ref_best, atol=1e-5)
+    assert torch.equal(beam, ref_flat // vocab) and torch.equal(tok, ref_flat % vocab)
+    assert tok[0, 0] == vocab - 1 and (beam[:2] == 0).all()
