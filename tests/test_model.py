@@ -228,9 +228,10 @@ def test_prepared_encoder_equals_torchs_packed_lstm(bidirectional):
     src = torch.randint(4, 40, (7, 11))                                  # padded past the longest, too
     src[torch.arange(11) >= lengths.unsqueeze(1)] = 0
     prepared = enc.prepare()
-    assert prepared.table.shape == (40 * (2 if bidirectional else 1), 4 * 12)
+    assert prepared.table.shape == (40 * (2 if bidirectional else 1), 4 * 12) and not prepared.filled.any()
     with torch.no_grad():
         (mem, (h, c)), (ref_mem, (ref_h, ref_c)) = enc(src, lengths, prepared), enc(src, lengths)
+    assert torch.equal(prepared.filled.nonzero().squeeze(1), src.unique())   # the rows of the ids met, only
     assert mem.shape == ref_mem.shape == (7, 11, 24 if bidirectional else 12)
     assert torch.allclose(mem, ref_mem, atol=1e-6) and torch.allclose(h, ref_h, atol=1e-6)
     assert torch.allclose(c, ref_c, atol=1e-6) and h.shape == ref_h.shape
