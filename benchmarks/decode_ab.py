@@ -20,13 +20,15 @@ ROOT = Path(__file__).resolve().parents[1]
 CHILD = r'''
 import gzip, json, sys, time, torch
 sys.path.insert(0, sys.argv[1])
-import sacrebleu, seqattn
+import sacrebleu, seqattn, seqattn.device
 from seqattn.translator import SearchOptions, Translator
 read = lambda p: (gzip.open(p, "rt", encoding="utf-8") if p.endswith(".gz") else open(p, encoding="utf-8")).read()
 src, ref = read(sys.argv[4]).splitlines(), read(sys.argv[5]).splitlines()
 device = sys.argv[3]
 sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 tr = Translator.load(sys.argv[2], device=device)
+if hasattr(seqattn.device, "freeze_loaded_objects"):   # as `seqattn translate` does once the model is loaded
+    seqattn.device.freeze_loaded_objects()
 res = {"code": seqattn.__file__}
 for beam in (1, 5):
     tr.translate(src[:128], batch_size=64, options=SearchOptions(beam=beam))

@@ -136,6 +136,8 @@ SEQATTN_DECODE = (
     "from seqattn.translator import Translator, SearchOptions\n"
     "model, ckpt, beam, src_file, hyp_file, q = sys.argv[1:7]\n"
     "tr = Translator.load(model, device='cpu', checkpoint=ckpt, quantize=q or None)\n"
+    "from seqattn.device import freeze_loaded_objects\n"
+    "freeze_loaded_objects()   # as `seqattn translate` does once the model is loaded\n"
     "src = open(src_file, encoding='utf-8').read().splitlines()\n"
     "t = time.perf_counter()\n"
     "out = tr.translate(src, batch_size=64, options=SearchOptions(beam=int(beam)))\n"

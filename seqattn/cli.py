@@ -120,11 +120,13 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_translate(args) -> int:
+    from .device import freeze_loaded_objects
     from .translator import Translator
 
     options = _search_options(args)
     translator = Translator.load(args.model_dir, device=args.device, checkpoint=args.checkpoint,
                                  quantize=args.quantize)
+    freeze_loaded_objects()
     lines = _read_input(args.input)
     results = translator.translate_n(lines, batch_size=args.batch_size, attention=bool(args.attention),
                                      options=options)
@@ -148,6 +150,7 @@ def cmd_translate(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from .data.corpus import read_parallel
+    from .device import freeze_loaded_objects
     from .evaluate import score
     from .translator import Translator
 
@@ -155,6 +158,7 @@ def cmd_evaluate(args) -> int:
     src, ref = read_parallel(args.src, args.ref)
     translator = Translator.load(args.model_dir, device=args.device, checkpoint=args.checkpoint,
                                  quantize=args.quantize)
+    freeze_loaded_objects()
     hyps = [r.text for r in translator.translate(src, batch_size=args.batch_size, options=options)]
     metrics = score(hyps, ref)
     if args.output:
@@ -173,11 +177,13 @@ def cmd_evaluate(args) -> int:
 
 def cmd_score(args) -> int:
     from .data.corpus import read_parallel
+    from .device import freeze_loaded_objects
     from .translator import Translator
 
     src, tgt = read_parallel(args.src, args.tgt)
     translator = Translator.load(args.model_dir, device=args.device, checkpoint=args.checkpoint,
                                  quantize=args.quantize)
+    freeze_loaded_objects()
     scores = translator.forced_scores(src, tgt, batch_size=args.batch_size)
     if args.json:
         print(json.dumps([{"line": n, **s} for n, s in enumerate(scores, 1)]))
@@ -253,10 +259,12 @@ def cmd_bench(args) -> int:
 def cmd_serve(args) -> int:
     import uvicorn
 
+    from .device import freeze_loaded_objects
     from .serve.app import Limits, create_app
     from .translator import Translator
 
     translator = Translator.load(args.model_dir, device=args.device, quantize=args.quantize)
+    freeze_loaded_objects()
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"seqattn: warning: listening on {args.host}: reachable from other machines, with no "
               f"authentication", file=sys.stderr)
