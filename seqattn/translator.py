@@ -131,7 +131,9 @@ class Translator:
         model = model.to(dev).eval()
         if quantize:
             model = quantize_int8(model, dev)
-        return cls(model, tokenizers, cfg, dev, fixed_weights=True)
+        translator = cls(model, tokenizers, cfg, dev, fixed_weights=True)
+        translator._prepare()   # derived once here, so that a loaded Translator is ready to decode
+        return translator
 
     def translate(self, lines: list[str], batch_size: int = 64, attention: bool = False,
                   options: SearchOptions | None = None) -> list[Translation]:
