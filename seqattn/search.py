@@ -244,41 +244,55 @@ def _cannot_improve(finished: list[Hypothesis], nbest: int, best_alive: float, l
 @torch.no_grad()
 def beam_search(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_len: torch.Tensor, beam: int,
                 alpha: float = 0.0, nbest: int = 1, attention: bool = True,
-                prepared: Prepared | None = None) -> list[list[Hypothesis]]:
+                prepared: Prepared | None = None, width: int = 0) -> list[list[Hypothesis]]:
     """Return the nbest hypotheses of each sentence (best first), batched beam search of width beam.
 
-    All unfinished sentences and their beams run as one (active x beam) batch per step. A hypothesis
+    The sentences decoding and their beams run as one (sentences x beam) batch per step. A hypothesis
     that ends in <eos> among the top `beam` candidates is set aside with score
     logp / length_penalty(len, alpha); a sentence is done when it has `beam` finished hypotheses, when
     no alive hypothesis can still reach its nbest best (the same result, sooner), or when it reaches its
-    limit max_len (batch); its rows then leave the batch. With beam 1 and alpha 0 this is exactly greedy
-    search. attention=False skips tracking the weights (Hypothesis.attention is None); prepared: the
-    model's `prepare()` (the same result, faster).
+    limit max_len (batch). At most `width` sentences decode at once (0: all of src), encoded `width` at
+    a time in src's order (sort it by length): the next sentence takes a done one's place, and when none
+    are left the done ones' rows leave the batch. Each result is what searching its sentence alone gives.
+    With beam 1 and alpha 0 this is exactly greedy search. attention=False skips tracking the weights
+    (Hypothesis.attention is None); prepared: the model's `prepare()` (the same result, faster).
     """
     if not 1 <= nbest <= beam:
         raise ValueError(f"nbest must be in 1..beam ({beam}), got {nbest}")
     b, k, device = src.size(0), beam, src.device
-    enc = model.encode(src, src_len, prepared)   # one row per active sentence, shared by its k beams
+    width = b if width <= 0 else min(width, b)
+    sources = _Sources(model, src, src_len, width, prepared)
     step_weights = None if prepared is None else prepared.decoder
-    y, feed = _start(model, enc, b * k)          # row = active index * k + beam
-    repeat = lambda s: s.repeat_interleave(k, dim=1)   # noqa: E731
-    state = tuple(repeat(s) for s in enc.state) if isinstance(enc.state, tuple) else repeat(enc.state)
+    beams = torch.arange(k, device=device)
+    first_scores = torch.full((k,), float("-inf"), device=device)
+    first_scores[0] = 0.0                               # all beams start equal: expand only the first
+
+    def joining(part: Encoded, n: int):
+        """Return (state, <sos> ids, scores n x k, input-feeding vectors) of n sentences joining: k rows each."""
+        repeat = lambda s: s.repeat_interleave(k, dim=1)   # noqa: E731
+        y, feed = _start(model, part, n * k)
+        state = tuple(repeat(s) for s in part.state) if isinstance(part.state, tuple) else repeat(part.state)
+        return state, y, first_scores.repeat(n, 1), feed
+
+    enc, joined = sources.take(width)                   # one row per sentence (slot), shared by its k beams
+    state, y, scores, feed = joining(enc, len(joined))  # row = slot * k + beam
+    sent_of, start_of = joined.tolist(), [0] * len(joined)   # each slot's sentence, the step it joined at
     limit = max_len.tolist()
-    scores = torch.full((b, k), float("-inf"), device=device)
-    scores[:, 0] = 0.0                                  # all beams start equal: expand only the first
-    history = torch.empty(b * k, 0, dtype=torch.long, device=device)
-    att_history = None
+    history = torch.empty(len(joined) * k, 0, dtype=torch.long, device=device)   # column c: step c + col0
+    att_history, col0 = None, 0
     finished: list[list[Hypothesis]] = [[] for _ in range(b)]
-    active = list(range(b))                             # the sentence of each active index
     n_src = src_len.tolist()
 
-    def finalize(i: int, ids: torch.Tensor, att: torch.Tensor | None, logp: float, ended: bool) -> None:
+    def finalize(slot: int, row: int, logp: float, ended: bool) -> None:
+        sent, first = sent_of[slot], start_of[slot] - col0
+        ids = history[row, first:]
         length = ids.numel() + (1 if ended else 0)
-        finished[i].append(Hypothesis(ids.tolist(), logp / length_penalty(length, alpha),
-                                      None if att is None else att[: length, : n_src[i]].float().cpu(), ended))
+        att = None if att_history is None else att_history[row, first : first + length, : n_src[sent]].float().cpu()
+        finished[sent].append(Hypothesis(ids.tolist(), logp / length_penalty(length, alpha), att, ended))
 
-    for t in range(max(limit)):
-        n = len(active)
+    t = 0
+    while True:
+        n = len(sent_of)
         logits, state, feed, alpha_t = model.decoder.step(y, state, enc.memory, enc.keys, enc.mask, feed, group=k,
                                                           prepared=step_weights)
         # each sentence's 2k best continuations (at most k of them end in <eos>)
@@ -286,44 +300,64 @@ def beam_search(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_le
         is_eos = top_tok == EOS
         if attention and alpha_t is not None:
             step_att = alpha_t.unsqueeze(1)
+            if att_history is not None and att_history.size(-1) < step_att.size(-1):   # longer sources joined
+                att_history = torch.cat([att_history, att_history.new_zeros(
+                    *att_history.shape[:2], step_att.size(-1) - att_history.size(-1))], -1)
             att_history = step_att if att_history is None else torch.cat([att_history, step_att], 1)
-        # hypotheses that end here: <eos> among the top k candidates
+        # hypotheses that end here: <eos> among the top k candidates (their history: before this step)
         for i, j in (is_eos[:, :k] & torch.isfinite(top_scores[:, :k])).nonzero().tolist():
-            row = i * k + int(top_beam[i, j])
-            finalize(active[i], history[row], None if att_history is None else att_history[row],
-                     float(top_scores[i, j]), True)
+            finalize(i, i * k + int(top_beam[i, j]), float(top_scores[i, j]), True)
         # the k best that go on
-        alive_scores, pick = top_scores.masked_fill(is_eos, float("-inf")).topk(k, dim=-1)
-        tok = top_tok.gather(1, pick).view(-1)
+        scores, pick = top_scores.masked_fill(is_eos, float("-inf")).topk(k, dim=-1)
+        y = top_tok.gather(1, pick).view(-1)
         origin = (top_beam.gather(1, pick) + torch.arange(n, device=device).unsqueeze(1) * k).view(-1)
-        history = torch.cat([history.index_select(0, origin), tok.view(-1, 1)], 1)
-        keep = []
-        best_alive = alive_scores[:, 0].tolist()
-        for i, sent in enumerate(active):
-            if len(finished[sent]) >= k or _cannot_improve(finished[sent], nbest, best_alive[i], limit[sent], alpha):
-                continue
-            if t + 1 >= limit[sent]:   # out of length: the best alive ones end here, unfinished
-                for j in range(k):
-                    if torch.isfinite(alive_scores[i, j]):
-                        row = i * k + j
-                        finalize(sent, history[row], None if att_history is None else att_history[origin[row]],
-                                 float(alive_scores[i, j]), False)
-                continue
-            keep.append(i)
-        if not keep:
-            break
-        if len(keep) < n:   # finished sentences leave the batch
-            kept = torch.tensor(keep, device=device)
-            rows = (kept.unsqueeze(1) * k + torch.arange(k, device=device)).view(-1)
-            enc = enc.select(kept)
-            origin, history, tok = origin[rows], history[rows], tok[rows]
-            alive_scores = alive_scores.index_select(0, kept)
-            active = [active[i] for i in keep]
+        history = torch.cat([history.index_select(0, origin), y.view(-1, 1)], 1)
         if att_history is not None:
             att_history = att_history.index_select(0, origin)
         state = tuple(s.index_select(1, origin) for s in state) if isinstance(state, tuple) \
             else state.index_select(1, origin)
         if feed is not None:
             feed = feed.index_select(0, origin)
-        scores, y = alive_scores, tok
+        t += 1
+        done = []
+        best_alive = scores[:, 0].tolist()
+        for i, sent in enumerate(sent_of):
+            if len(finished[sent]) >= k or _cannot_improve(finished[sent], nbest, best_alive[i], limit[sent], alpha):
+                done.append(i)
+            elif t - start_of[i] >= limit[sent]:   # out of length: the best alive ones end here, unfinished
+                for j in range(k):
+                    if torch.isfinite(scores[i, j]):
+                        finalize(i, i * k + j, float(scores[i, j]), False)
+                done.append(i)
+        if done and sources.pending():       # the next sentences take done ones' places
+            part, new = sources.take(len(done))
+            slots = torch.tensor(done[: len(new)], device=device)
+            rows = (slots.unsqueeze(1) * k + beams).view(-1)
+            enc = enc.put(slots, part)
+            new_state, new_y, new_scores, new_feed = joining(part, len(new))
+            for mine, theirs in zip(*((s if isinstance(s, tuple) else (s,)) for s in (state, new_state))):
+                mine.index_copy_(1, rows, theirs)
+            y[rows], scores[slots] = new_y, new_scores
+            if new_feed is not None:
+                feed[rows] = new_feed
+            for slot, sent in zip(done, new.tolist()):
+                sent_of[slot], start_of[slot] = sent, t
+            done = done[len(new) :]
+        if len(done) == n:
+            break
+        if done:                             # none left to join: done sentences leave the batch
+            keep = [i for i in range(n) if i not in set(done)]
+            kept = torch.tensor(keep, device=device)
+            rows = (kept.unsqueeze(1) * k + beams).view(-1)
+            enc = enc.select(kept)
+            history, y, scores = history[rows], y[rows], scores.index_select(0, kept)
+            att_history = None if att_history is None else att_history[rows]
+            state = tuple(s.index_select(1, rows) for s in state) if isinstance(state, tuple) \
+                else state.index_select(1, rows)
+            feed = None if feed is None else feed[rows]
+            sent_of, start_of = [sent_of[i] for i in keep], [start_of[i] for i in keep]
+        first = min(start_of) - col0         # columns no decoding sentence reads any more
+        if first >= 32:
+            history, col0 = history[:, first:], col0 + first
+            att_history = None if att_history is None else att_history[:, first:]
     return [sorted(f, key=lambda h: -h.score)[:nbest] for f in finished]

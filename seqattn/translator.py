@@ -156,8 +156,8 @@ class Translator:
         if opt.sample and opt.seed is not None:
             generator = torch.Generator(self.device).manual_seed(opt.seed)
         # A call decodes up to REFILL_BATCHES batches' worth of sentences with batch_size of them at a time,
-        # the next joining as others finish (search.greedy's width), so steps keep about batch_size rows.
-        per_call = batch_size * (REFILL_BATCHES if opt.beam == 1 else 1)
+        # the next joining as others finish (the searches' width), so steps keep about batch_size rows.
+        per_call = batch_size * REFILL_BATCHES
         with self._eval_mode():
             prepared = self._prepare()
             for start in range(0, len(order), per_call):
@@ -168,7 +168,7 @@ class Translator:
                 with autocast(self.device):
                     if opt.beam > 1:
                         nbests = beam_search(self.model, src, src_len, limit, opt.beam, opt.alpha, opt.nbest,
-                                              attention=attention, prepared=prepared)
+                                              attention=attention, prepared=prepared, width=batch_size)
                     else:
                         nbests = [[h] for h in greedy(self.model, src, src_len, limit, sample=opt.sample,
                                                       temperature=opt.temperature, top_k=opt.top_k,

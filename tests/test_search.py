@@ -118,13 +118,22 @@ def test_encoded_rows_join_and_are_overwritten_across_source_lengths():
     assert again is put and torch.equal(again.memory[1], both.memory[2]) and torch.equal(again.mask[1], both.mask[2])
 
 
-@pytest.mark.parametrize("att,feed", [("dot", False), ("general", True)])
-def test_beam_on_a_batch_equals_each_sentence_alone(att, feed):
-    """A sentence's beams share its one row of encoder states, and finished sentences leave the batch:
-    every sentence must still decode as it does alone."""
+@pytest.mark.parametrize("att,feed,width,prep", [("dot", False, 0, False), ("general", True, 0, False),
+                                                 ("dot", False, 4, True), ("general", True, 3, False),
+                                                 ("dot", False, 1, False)])
+def test_beam_on_a_batch_equals_each_sentence_alone(att, feed, width, prep):
+    """A sentence's beams share its one row of encoder states, and done sentences leave the batch or (width)
+    hand their places to the next ones: every sentence must still decode as it does alone."""
     model = random_model(att, feed)
     src, src_len, limit = sources(30, seed=6)
-    together = beam_search(model, src, src_len, limit, beam=3, nbest=3, alpha=1.0)
+    rows_per_step = []
+    real_step = model.decoder.step
+    model.decoder.step = lambda y, *a, **kw: rows_per_step.append(len(y)) or real_step(y, *a, **kw)
+    together = beam_search(model, src, src_len, limit, beam=3, nbest=3, alpha=1.0, width=width,
+                           prepared=model.prepare() if prep else None)
+    del model.decoder.step
+    if width:
+        assert max(rows_per_step) == 3 * width and rows_per_step[: len(rows_per_step) // 2].count(3 * width) > 5
     assert len({len(h.ids) for n in together for h in n}) > 3          # hypotheses end at many steps
     for i in range(len(together)):
         n = int(src_len[i])
