@@ -200,8 +200,8 @@ def test_prepared_decoding_step_equals_the_cells(rnn, layers):
         assert all(p is not None for p in (prepared.decoder.hh, prepared.decoder.context, prepared.decoder.combine,
                                            prepared.decoder.out))
 
-    def step(prepared):
-        with torch.no_grad():
+    def step(prepared, grad=False):
+        with torch.set_grad_enabled(grad):
             enc = model.encode(src, src_len, prepared)
             logits, state, s_tilde, alpha = model.decoder.step(y, enc.state, enc.memory, enc.keys, enc.mask,
                                                                prepared=prepared and prepared.decoder)
@@ -209,6 +209,8 @@ def test_prepared_decoding_step_equals_the_cells(rnn, layers):
 
     mine, ref = step(prepared), step(None)                    # None: torch's lstm_cell / gru_cell, nn.Linear
     assert all(a.shape == b.shape and torch.allclose(a, b, atol=1e-5) for a, b in zip(mine, ref))
+    with_grad = step(prepared, grad=True)                     # snapshots have no gradients: the modules run
+    assert with_grad[0].requires_grad and all(torch.equal(a, b) for a, b in zip(with_grad, step(None, grad=True)))
     if packing_available():   # the step multiplies by the packed copy, not the module
         out = model.decoder.out
         zeroed = replace(prepared, decoder=replace(prepared.decoder, out=pack(torch.zeros_like(out.weight), out.bias)))

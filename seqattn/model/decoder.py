@@ -11,7 +11,7 @@ from ..data.tokenizer import PAD
 from .attention import Attention
 from .dropout import Dropout
 from .packed import PackedLinear, pack
-from .rnn import RNNS, in_rnn_precision, run_rnn
+from .rnn import RNNS, gate_order, in_rnn_precision, run_rnn
 
 
 @dataclass
@@ -19,7 +19,8 @@ class DecoderPrepared:
     """What decoding derives once from a decoder's fixed weights (`Decoder.prepare`); None: does not apply."""
 
     table: torch.Tensor | None      # vocab x gates*hidden: the first RNN layer's input projection of every id
-    hh: PackedLinear | None         # that layer's W_hh (GRU: with b_hh), used with the table
+    hh: PackedLinear | None         # that layer's W_hh (GRU: with b_hh), used with the table; an LSTM's gates
+                                    # (of both) are then in the order i, f, o, g (rnn.gate_order)
     context: PackedLinear | None    # W_c's columns over a_t, W_ca: applied once per batch to the memory
     combine: PackedLinear | None    # W_c's columns over s_t with b_c: s~_t = tanh(this(s_t) + alpha_t . W_ca h)
     out: PackedLinear | None        # W_y s~_t + b_y
@@ -65,7 +66,12 @@ class Decoder(nn.Module):
     def project_memory(self, memory: torch.Tensor, prepared: DecoderPrepared | None) -> torch.Tensor:
         """Return the attention values for decoding steps with `prepared`: W_ca h_i (batch x src_len x hidden),
         once per batch instead of W_ca a_t at every step and beam; memory itself without it."""
+        prepared = self._applies(prepared)
         return memory if prepared is None or prepared.context is None else prepared.context(memory)
+
+    def _applies(self, prepared: DecoderPrepared | None) -> DecoderPrepared | None:
+        """Return prepared where it applies: inference (eval mode, no gradients), else None."""
+        return prepared if not self.training and not torch.is_grad_enabled() else None
 
     def forward(self, tgt_in: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor, state, keys=None):
         """Return (logits batch x tgt_len x vocab, attention batch x tgt_len x src_len or None).
@@ -95,10 +101,10 @@ class Decoder(nn.Module):
         y_prev: rows ids of the previous output (<sos> first); feed: s~_{t-1} with input feeding.
         memory, keys and mask have one row per `group` consecutive rows (beam search: a sentence's
         beams share its encoder states, which are then neither copied nor gathered per beam). prepared:
-        this decoder's `prepare()` (used in eval mode: the same function, faster; memory must then come
-        from `project_memory`), or None.
+        this decoder's `prepare()` (used in eval mode without gradients: the same function, faster; memory
+        must then come from `project_memory`), or None.
         """
-        fast = prepared if prepared is not None and not self.training else DecoderPrepared(None, None, None, None, None)
+        fast = self._applies(prepared) or DecoderPrepared(None, None, None, None, None)
         if fast.table is not None:   # the first layer's input projection of y_prev, looked up
             s, state = in_rnn_precision(lambda x, state: self._cell_step(x, state, fast), y_prev, state)
         else:
@@ -155,7 +161,11 @@ class Decoder(nn.Module):
         (model/packed.py). The module keeps no copy; the caller keeps it while the weights do not change."""
         table, rnn = self.input_table(), self.rnn
         linear = lambda m: m is not None and type(m) is nn.Linear   # noqa: E731 (not quantized modules)
-        hh = None if table is None else pack(rnn.weight_hh_l0, None if isinstance(rnn, nn.LSTM) else rnn.bias_hh_l0)
+        lstm = isinstance(rnn, nn.LSTM)
+        hh = None if table is None else pack(gate_order(rnn.weight_hh_l0) if lstm else rnn.weight_hh_l0,
+                                             None if lstm else rnn.bias_hh_l0)
+        if hh is not None and lstm:   # with W_hh packed, the LSTM's gates run in the order i, f, o, g
+            table = gate_order(table.t()).t().contiguous()
         context = combine = None
         if linear(self.combine):
             w_ca, w_cs = self.combine.weight.split([self.combine.in_features - self.hidden_size, self.hidden_size], 1)
@@ -192,9 +202,18 @@ def _cell_from_projection(gx: torch.Tensor, h: torch.Tensor, c: torch.Tensor | N
                           b_hh: torch.Tensor, lstm: bool, hh: PackedLinear | None = None):
     """Return the LSTM's (h, c) or the GRU's h after one step, given the input projection gx (batch x
     gates*hidden, with the biases `input_table` folds in) and the previous h, c (batch x hidden); hh:
-    W_hh packed (`Decoder.prepare`), else w_hh and b_hh multiply as they are."""
+    W_hh packed (`Decoder.prepare`; an LSTM's gates then in the order i, f, o, g, in place: three fewer
+    element-wise operations), else w_hh and b_hh multiply as they are."""
+    if lstm and hh is not None:
+        gates = hh(h, add=gx)
+        size = gates.size(1) // 4
+        gates[:, : 3 * size].sigmoid_()
+        gates[:, 3 * size :].tanh_()
+        i, f, o, g = gates.chunk(4, 1)
+        c = torch.addcmul(f * c, i, g)
+        return o * torch.tanh(c), c
     if lstm:
-        i, f, g, o = (hh(h, add=gx) if hh is not None else torch.addmm(gx, h, w_hh.t())).chunk(4, 1)
+        i, f, g, o = torch.addmm(gx, h, w_hh.t()).chunk(4, 1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         return torch.sigmoid(o) * torch.tanh(c), c
     x_r, x_z, x_n = gx.chunk(3, 1)

@@ -56,9 +56,9 @@ class Encoder(nn.Module):
 
         src: batch x src_len ids; src_len: batch lengths (CPU). The final state is h (and c for
         LSTM), each layers x batch x out_size, directions concatenated per layer: the context vector.
-        prepared: this encoder's `prepare()` (used in eval mode: the same function, faster).
+        prepared: this encoder's `prepare()` (used in eval mode without gradients: the same function, faster).
         """
-        if prepared is not None and not self.training:
+        if prepared is not None and not self.training and not torch.is_grad_enabled():
             memory, h, c = lstm_from_tables(src, src_len, prepared.cover(src), prepared.hh)
             return memory, (h.unsqueeze(0), c.unsqueeze(0))
         # ids are packed before the embedding, and dropout sees real tokens only (not the padding)
