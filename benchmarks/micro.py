@@ -11,7 +11,7 @@ seqattn's on the CPU, medians of repeated calls in one process:
   (whether bf16 decoding could pay on this CPU);
 - a decoding step's three products (output layer 512 -> 3,963, W_c 1,024 -> 512, the LSTM's W_hh
   512 -> 2,048) at 7, 33, 64 and 320 rows: torch's addmm against `seqattn.model.packed.PackedLinear`;
-- with --model: decoder rows and their matrix-product GFLOP when decoding test2016 greedy and beam 5;
+- with --model: decoder rows, steps and their matrix-product GFLOP when decoding test2016 greedy and beam 5;
 - with --profile-steps N: where N training steps of the Multi30k-sized model spend their time (torch
   profiler, synthetic Multi30k-shaped batches of 3,000 target tokens, after 5 warm-up steps).
 
@@ -144,28 +144,34 @@ def profile_training(steps: int) -> str:
 
 def decode_rows(model_dir: Path, src_file: Path) -> dict:
     """Return, for greedy and beam 5 over src_file (batch 64), the decoder rows computed, the steps and
-    the GFLOP of the decoder's matrix products (LSTM hidden part, W_c, output layer; the input projection
-    is a table lookup)."""
+    the GFLOP of the decoding matrix products: per row the LSTM's hidden part, W_c's state half and the
+    output layer (the input projection is a table lookup), per encoded source position W_c's context half
+    (applied to the memory once per batch, `Decoder.project_memory`)."""
     from seqattn.translator import SearchOptions, Translator
 
     tr = Translator.load(model_dir, device="cpu")
     dec, m = tr.model.decoder, tr.cfg.model
     src = src_file.read_text(encoding="utf-8").splitlines()
-    real_step, count = dec.step, [0, 0]
+    real_step, real_encode, count = dec.step, tr.model.encode, [0, 0, 0]
 
     def step(y, *args, **kwargs):
         count[0] += y.numel()
         count[1] += 1
         return real_step(y, *args, **kwargs)
 
-    dec.step = step
+    def encode(src_ids, *args, **kwargs):
+        count[2] += src_ids.numel()
+        return real_encode(src_ids, *args, **kwargs)
+
+    dec.step, tr.model.encode = step, encode
     hid, mem = m.dec_hidden_size, m.enc_hidden_size * (2 if m.bidirectional else 1)
-    per_row = 2 * (hid * 4 * hid + (mem + hid) * hid + hid * dec.out.out_features)
+    per_row = 2 * (hid * 4 * hid + hid * hid + hid * dec.out.out_features)
     out = {}
     for beam in (1, 5):
-        count[:] = [0, 0]
+        count[:] = [0, 0, 0]
         tr.translate(src, batch_size=64, options=SearchOptions(beam=beam))
-        out[f"beam{beam}"] = {"rows": count[0], "steps": count[1], "gemm_gflop": count[0] * per_row / 1e9}
+        out[f"beam{beam}"] = {"rows": count[0], "steps": count[1], "source_positions": count[2],
+                              "gemm_gflop": (count[0] * per_row + count[2] * 2 * mem * hid) / 1e9}
     return out
 
 

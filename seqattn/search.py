@@ -128,6 +128,8 @@ def greedy(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_len: to
     prepared: the model's `prepare()` (the same result, faster).
     """
     b, device = src.size(0), src.device
+    if b == 0:
+        return []
     width = b if width <= 0 else min(width, b)
     sources = _Sources(model, src, src_len, width, prepared)
     step_weights = None if prepared is None else prepared.decoder
@@ -260,6 +262,8 @@ def beam_search(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_le
     if not 1 <= nbest <= beam:
         raise ValueError(f"nbest must be in 1..beam ({beam}), got {nbest}")
     b, k, device = src.size(0), beam, src.device
+    if b == 0:
+        return []
     width = b if width <= 0 else min(width, b)
     sources = _Sources(model, src, src_len, width, prepared)
     step_weights = None if prepared is None else prepared.decoder

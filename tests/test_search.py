@@ -343,3 +343,11 @@ def test_best_expansions_are_the_best_of_all_candidates(vocab, chunk):
     assert torch.allclose(best, ref_best, atol=1e-5)
     assert torch.equal(beam, ref_flat // vocab) and torch.equal(tok, ref_flat % vocab)
     assert tok[0, 0] == vocab - 1 and (beam[:2] == 0).all()
+
+
+def test_searches_of_no_sentences_return_nothing():
+    model = random_model()
+    src, src_len, limit = sources(3)
+    none = torch.zeros(0, dtype=torch.long)
+    assert greedy(model, src[:0], src_len[:0], limit[:0], width=2) == []
+    assert beam_search(model, src[:0], none, none, beam=3, width=2) == []

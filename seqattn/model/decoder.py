@@ -159,13 +159,13 @@ class Decoder(nn.Module):
         """Return what decoding can derive once from the weights while they stay fixed: the input table
         and, on the CPU in float32, the step's matrix products with their weights packed for oneDNN
         (model/packed.py). The module keeps no copy; the caller keeps it while the weights do not change."""
-        table, rnn = self.input_table(), self.rnn
+        rnn = self.rnn
         linear = lambda m: m is not None and type(m) is nn.Linear   # noqa: E731 (not quantized modules)
-        lstm = isinstance(rnn, nn.LSTM)
-        hh = None if table is None else pack(gate_order(rnn.weight_hh_l0) if lstm else rnn.weight_hh_l0,
-                                             None if lstm else rnn.bias_hh_l0)
-        if hh is not None and lstm:   # with W_hh packed, the LSTM's gates run in the order i, f, o, g
-            table = gate_order(table.t()).t().contiguous()
+        lstm, hh = type(rnn) is nn.LSTM, None
+        if type(rnn) in (nn.LSTM, nn.GRU):     # not the quantized modules
+            hh = pack(gate_order(rnn.weight_hh_l0) if lstm else rnn.weight_hh_l0, None if lstm else rnn.bias_hh_l0)
+        table = self.input_table(ifog=hh is not None)   # with W_hh packed, an LSTM's gates run as i, f, o, g
+        hh = None if table is None else hh
         context = combine = None
         if linear(self.combine):
             w_ca, w_cs = self.combine.weight.split([self.combine.in_features - self.hidden_size, self.hidden_size], 1)
@@ -176,10 +176,11 @@ class Decoder(nn.Module):
                                else None)
 
     @torch.no_grad()
-    def input_table(self) -> torch.Tensor | None:
+    def input_table(self, ifog: bool = False) -> torch.Tensor | None:
         """Return the first RNN layer's input projection of every target id, vocab x gates*hidden
         (embedding @ W_ih^T + b_ih, and + b_hh for an LSTM), or None where it does not apply (input
-        feeding, quantized or other RNN modules, a table over TABLE_MAX elements).
+        feeding, quantized or other RNN modules, a table over TABLE_MAX elements). ifog: an LSTM's gates
+        in the order i, f, o, g (rnn.gate_order) instead of torch's i, f, g, o.
 
         A decoding step (`step(..., prepared=)`) then gathers one row per sentence instead of multiplying the
         embedding by W_ih: a third of the LSTM's matrix product at the Multi30k size. The module keeps no
@@ -192,7 +193,10 @@ class Decoder(nn.Module):
             return None
         with torch.autocast(params[0].device.type, enabled=False):   # float32, as the RNN runs
             emb, w_ih, b_ih, b_hh = (p.float() for p in params)
-            return torch.addmm(b_ih + b_hh if isinstance(rnn, nn.LSTM) else b_ih, emb, w_ih.t())
+            if not isinstance(rnn, nn.LSTM):
+                return torch.addmm(b_ih, emb, w_ih.t())
+            order = gate_order if ifog else (lambda w: w)
+            return torch.addmm(order(b_ih + b_hh), emb, order(w_ih).t())
 
 
 TABLE_MAX = 32 * 2**20     # elements of the decoder's input-projection table (float32: 128 MiB)

@@ -10,10 +10,11 @@ they are missing or do not apply (not the CPU, not float32): callers then use th
 
 oneDNN compiles a kernel for every new number of rows the first time it meets it (about 0.7 ms), and
 decoding meets dozens of small ones (the encoder's steps as sentences end, the last sentences of a
-batch). Fewer than BUCKETED_BELOW rows are therefore padded up to a multiple of ROW_BUCKET, a few zero
-rows against at most four kernels per weight (`seqattn translate` of test2016 greedy: 124 distinct
-products -> 35, 1.16 -> 1.12 s from a fresh process, medians of 8). Larger products are left as they
-are: beam search's 5 x sentences rows would waste more in padding than the compiles cost.
+batch). Rows in BUCKETED (8 to 63) are therefore padded up to a multiple of ROW_BUCKET, a few zero
+rows against four kernels per weight (`seqattn translate` of test2016 greedy from a fresh process,
+padding all rows below 64: 124 distinct products -> 35, 1.16 -> 1.12 s, medians of 8). Fewer rows stay
+as they are (one sentence would pay for 16), and so do more: beam search's 5 x sentences rows would
+waste more in padding than the compiles cost.
 
 A PackedLinear is a snapshot: it does not follow later changes of the weight it was made from, so it is
 made by whoever knows the weights are fixed (see `Decoder.prepare`), never cached on a module.
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import torch
 
-ROW_BUCKET, BUCKETED_BELOW = 16, 64   # fewer rows than 64 are padded up to a multiple of 16
+ROW_BUCKET, BUCKETED = 16, range(8, 64)   # 8 to 63 rows are padded up to a multiple of 16
 
 
 def packing_available() -> bool:
@@ -47,7 +48,7 @@ class PackedLinear:
         x W^T + b + add, the addition fused into the product."""
         lead = x.shape[:-1]
         rows = lead.numel()
-        padded = -(-rows // ROW_BUCKET) * ROW_BUCKET if rows < BUCKETED_BELOW else rows
+        padded = -(-rows // ROW_BUCKET) * ROW_BUCKET if rows in BUCKETED else rows
         if padded != rows:
             x = torch.cat([x.reshape(rows, self.in_features), x.new_zeros(padded - rows, self.in_features)])
         if add is not None:
