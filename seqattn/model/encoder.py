@@ -17,7 +17,7 @@ TABLE_MAX = 32 * 2**20     # elements of the encoder's input-projection table (f
 class EncoderPrepared:
     """What encoding derives from an LSTM encoder's fixed weights (`Encoder.prepare`): W_hh of each direction
     packed, and a table of every id's input projection, (directions*vocab) x 4*hidden, gates i f o g, whose
-    rows are computed as ids first occur (`cover`): a Multi30k test set meets a third of the vocabulary."""
+    rows are computed as ids first occur (`cover`): test2016 meets a quarter of the vocabulary (2,116 of 8,001)."""
 
     def __init__(self, embed: torch.Tensor, w_ih: torch.Tensor, bias: torch.Tensor, hh: list[PackedLinear]):
         self.embed, self.w_ih, self.bias, self.hh = embed, w_ih, bias, hh   # w_ih, bias: directions stacked

@@ -34,8 +34,7 @@ class Encoded:
     def put(self, index: torch.Tensor, part: Encoded) -> Encoded:
         """Return this Encoded with rows `index` (part's batch ids) overwritten by part's rows, in place
         unless part's src_len is longer (then in a copy padded to it). Keys that are the memory stay so."""
-        target = self if part.mask.size(1) <= self.mask.size(1) else Encoded.join([self, part]).select(
-            torch.arange(self.mask.size(0), device=index.device))
+        target = self if part.mask.size(1) <= self.mask.size(1) else Encoded.join([self], span=part.mask.size(1))
         if part.mask.size(1) < target.mask.size(1):
             part = Encoded.join([part], span=target.mask.size(1))
         target.memory.index_copy_(0, index, part.memory)
@@ -52,14 +51,13 @@ class Encoded:
         span = max([span] + [p.mask.size(1) for p in parts])
         pad = lambda x: x if x.size(1) == span else torch.cat(   # noqa: E731 (batch x len x ... -> span)
             [x, x.new_zeros(x.size(0), span - x.size(1), *x.shape[2:])], 1)
-        cat = lambda xs, dim: torch.cat(xs, dim)                   # noqa: E731
         first = parts[0].state
-        state = (tuple(cat([p.state[i] for p in parts], 1) for i in range(len(first))) if isinstance(first, tuple)
-                 else cat([p.state for p in parts], 1))
-        memory = cat([pad(p.memory) for p in parts], 0)
+        state = (tuple(torch.cat([p.state[i] for p in parts], 1) for i in range(len(first)))
+                 if isinstance(first, tuple) else torch.cat([p.state for p in parts], 1))
+        memory = torch.cat([pad(p.memory) for p in parts])
         keys = (memory if all(p.keys is p.memory for p in parts) else None if parts[0].keys is None
-                else cat([pad(p.keys) for p in parts], 0))
-        return Encoded(memory, keys, cat([pad(p.mask) for p in parts], 0), state)
+                else torch.cat([pad(p.keys) for p in parts]))
+        return Encoded(memory, keys, torch.cat([pad(p.mask) for p in parts]), state)
 
 
 @dataclass
