@@ -113,10 +113,18 @@ def _add_search_args(p: argparse.ArgumentParser, nbest: bool) -> None:
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model_dir")
     p.add_argument("--checkpoint", help="checkpoint file in the model directory, or any path (default best.pt)")
-    p.add_argument("--batch-size", type=int, default=64, help="sentences decoded together")
+    p.add_argument("--batch-size", type=_positive_int, default=64, help="sentences decoded together")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--quantize", choices=["int8"], help="int8 dynamic quantization of the linear and LSTM "
                    "layers (CPU decoding: about 2x faster)")
+
+
+def _positive_int(text: str) -> int:
+    """Return text as an int of at least 1 (argparse turns the ValueError into a one-line usage error)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def cmd_translate(args) -> int:

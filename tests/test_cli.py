@@ -188,3 +188,9 @@ def test_plot_from_model_and_from_json(trained, tmp_path):
     assert "<svg" in svg.read_text(encoding="utf-8")
     assert_one_line_error(run("plot", "--from-json", att, "--index", "5", "--out", svg), "no record 5")
     assert_one_line_error(run("plot", "--out", svg), "give MODEL_DIR and TEXT")
+
+
+def test_translate_refuses_a_batch_size_below_one(tmp_path):
+    proc = run("translate", tmp_path, "--batch-size", "0", stdin="x\n")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines()[-1].endswith("argument --batch-size: must be at least 1, got 0")
