@@ -11,7 +11,7 @@ from ..data.tokenizer import PAD
 from .attention import Attention
 from .dropout import Dropout
 from .packed import PackedLinear, pack
-from .rnn import RNNS, gate_order, in_rnn_precision, run_rnn
+from .rnn import RNNS, TABLE_MAX, gate_order, in_rnn_precision, run_rnn
 
 
 @dataclass
@@ -197,9 +197,6 @@ class Decoder(nn.Module):
                 return torch.addmm(b_ih, emb, w_ih.t())
             order = gate_order if ifog else (lambda w: w)
             return torch.addmm(order(b_ih + b_hh), emb, order(w_ih).t())
-
-
-TABLE_MAX = 32 * 2**20     # elements of the decoder's input-projection table (float32: 128 MiB)
 
 
 def _cell_from_projection(gx: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None, w_hh: torch.Tensor,

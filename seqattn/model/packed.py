@@ -12,7 +12,8 @@ oneDNN compiles a kernel for every new number of rows the first time it meets it
 decoding meets dozens of small ones (the encoder's steps as sentences end, the last sentences of a
 batch). Rows in BUCKETED (8 to 63) are therefore padded up to a multiple of ROW_BUCKET, a few zero
 rows against four kernels per weight (`seqattn translate` of test2016 greedy from a fresh process,
-padding all rows below 64: 124 distinct products -> 35, 1.16 -> 1.12 s, medians of 8). Fewer rows stay
+padding all rows below 64: 124 distinct products -> 35, 1.16 -> 1.12 s, medians of 8 processes
+alternating with a temporary switch, 2026-11-26). Fewer rows stay
 as they are (one sentence would pay for 16), and so do more: beam search's 5 x sentences rows would
 waste more in padding than the compiles cost.
 

@@ -19,6 +19,7 @@ from torch.nn.utils.rnn import PackedSequence
 from .dropout import cpu_dropout
 
 RNNS = {"lstm": nn.LSTM, "gru": nn.GRU}
+TABLE_MAX = 32 * 2**20     # elements of an input-projection table (encoder or decoder; float32: 128 MiB)
 # Under CUDA autocast torch runs cuDNN's RNNs in fp16 (not bf16), re-casting their weights on every call
 # and without loss scaling; run_rnn runs them in float32 instead (TF32 in cuDNN), the rest stays bf16.
 RNN_FLOAT32_UNDER_AUTOCAST = True
