@@ -239,7 +239,8 @@ def test_prepared_encoder_equals_torchs_packed_lstm(bidirectional):
     assert torch.allclose(c, ref_c, atol=1e-6) and h.shape == ref_h.shape
     assert mem[2, 1:].abs().sum() == 0                                   # past the end of a 1-token sentence
     enc.train()
-    assert torch.allclose(enc(src, lengths, prepared)[0], ref_mem, atol=1e-6)   # training ignores it
+    trained = enc(src, lengths, prepared)[0]                             # training ignores it: the modules run
+    assert trained.requires_grad and torch.allclose(trained, ref_mem, atol=1e-6)
     assert Encoder(40, 16, 12, 1, True, "gru", 0.0).prepare() is None
     assert Encoder(40, 16, 12, 2, True, "lstm", 0.0).prepare() is None
 
