@@ -11,7 +11,8 @@ decoder 512, Luong dot attention), then with the last checkpoint saved inside th
 sacreBLEU greedy and beam 5, decoding sentences/s (batch 64, start-up excluded), `translate` start-up
 to its first output (process wall time for one sentence, median of 3), peak RSS of training,
 training target tokens/s (median of the logged windows after the first), and model-FLOP utilisation
-against this machine's GEMM rate at each system's own shapes (seqattn.bench).
+against this machine's GEMM rate at each system's own shapes (seqattn.bench), read before and after
+its turn (the mean of the two).
 
 Writes benchmarks/results/peers.json, benchmarks/results/peers_bleu_time.png (test2016 greedy BLEU
 of every saved checkpoint against training minutes) and prints the Markdown table for BENCHMARKS.md.
@@ -112,22 +113,43 @@ def _gemm_rate_in_child(input_feeding: bool, tgt_vocab: int, shape, tcmalloc: bo
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def mfu(tokens_per_s: float, input_feeding: bool, tgt_vocab: int, work: Path) -> dict:
-    """Return FLOPs per target token, the GEMM rate at the model's shapes (the better of glibc malloc and
-    tcmalloc), and the MFU."""
-    from seqattn.bench import BatchShape, train_flops
-    from seqattn.config import ModelConfig
+def gemm_read(input_feeding: bool, tgt_vocab: int, work: Path) -> float:
+    """Return this machine's GEMM rate (FLOP/s) at the shapes of a 3,000-token batch of the corpus, the
+    better of glibc malloc and tcmalloc, each read in a fresh process."""
+    from seqattn.bench import BatchShape
 
-    m = ModelConfig(input_feeding=input_feeding)
     whole = corpus_shape(work / "train.sp.de", work / "train.sp.en")
-    per_token = train_flops(m, tgt_vocab, whole) / whole.tgt_tokens
     rows = round(3000 * whole.sentences / whole.tgt_tokens)          # sentences in a 3000-token batch
     scale = rows / whole.sentences
     typical = BatchShape(rows, round(whole.src_tokens * scale), round(whole.tgt_tokens * scale),
                          round(whole.attn_pairs * scale))
-    rate = max(_gemm_rate_in_child(input_feeding, tgt_vocab, typical, preload) for preload in (False, True))
+    return max(_gemm_rate_in_child(input_feeding, tgt_vocab, typical, preload) for preload in (False, True))
+
+
+def mfu(tokens_per_s: float, input_feeding: bool, tgt_vocab: int, work: Path) -> dict:
+    """Return FLOPs per target token, the GEMM rate at the model's shapes read now (after training), and
+    the MFU against it (`with_read_before` then sets it against the mean of this and a read before)."""
+    from seqattn.bench import train_flops
+    from seqattn.config import ModelConfig
+
+    whole = corpus_shape(work / "train.sp.de", work / "train.sp.en")
+    per_token = train_flops(ModelConfig(input_feeding=input_feeding), tgt_vocab, whole) / whole.tgt_tokens
+    rate = gemm_read(input_feeding, tgt_vocab, work)
     return {"flops_per_token": per_token, "gemm_gflops": rate / 1e9, "ceiling_tokens_per_s": rate / per_token,
             "mfu": tokens_per_s * per_token / rate}
+
+
+def with_read_before(result: dict, before: float) -> dict:
+    """Return result with its MFU against the mean of the GEMM rate read before the system's turn
+    (`before`, FLOP/s) and the one `mfu` read after it: this machine's speed drifts by 20-30% within an
+    hour, and a 12-minute training run sits between the two reads. Both reads stay in gemm_gflops_reads."""
+    if "gemm_gflops" not in result:
+        return result
+    reads = [before / 1e9, result["gemm_gflops"]]
+    rate = sum(reads) / 2
+    ceiling = rate * 1e9 / result["flops_per_token"]
+    return {**result, "gemm_gflops_reads": reads, "gemm_gflops": rate, "ceiling_tokens_per_s": ceiling,
+            "mfu": result["tokens_per_s"] / ceiling}
 
 
 # -- seqattn -----------------------------------------------------------------------------------------------
@@ -414,7 +436,10 @@ def main() -> int:
     results = json.loads(saved.read_text()) if saved.exists() else {}
     for name in a.systems.split(","):
         print(f"== {name}", file=sys.stderr, flush=True)
-        results[name] = RUNNERS[name](a, a.out)
+        # the target vocabulary every system builds: the pieces of the training targets (+ 4 specials)
+        vocab = len({p for line in (a.work / "train.sp.en").open(encoding="utf-8") for p in line.split()}) + 4
+        before = gemm_read(name != "seqattn", vocab, a.work)      # the peers run with input feeding
+        results[name] = with_read_before(RUNNERS[name](a, a.out), before)
         saved.write_text(json.dumps(results, indent=1))
         print(json.dumps({k: v for k, v in results[name].items() if k != "curve"}), file=sys.stderr, flush=True)
     results = {k: results[k] for k in ("seqattn", "onmt", "joey") if k in results}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -125,10 +125,11 @@ def synthetic_batches(n_pairs: int, src_vocab: int, tgt_vocab: int, batch_tokens
 class BenchResult:
     tokens_per_s: float        # target tokens (padding excluded) per second of training steps
     flops_per_token: float     # training FLOPs per target token of the measured batches
-    gemm_flops_per_s: float    # the machine's GEMM rate at the model's shapes
+    gemm_flops_per_s: float    # the machine's GEMM rate at the model's shapes, over the timed stretches
     steps: int
     device: str
     allocator: str = "system"
+    gemm_probes: list[float] = field(default_factory=list)   # each read of that rate, in order (FLOP/s)
 
     @property
     def ceiling_tokens_per_s(self) -> float:
@@ -142,18 +143,24 @@ class BenchResult:
         return {"tokens_per_s": self.tokens_per_s, "ceiling_tokens_per_s": self.ceiling_tokens_per_s,
                 "gemm_gflops": self.gemm_flops_per_s / 1e9, "flops_per_token": self.flops_per_token,
                 "mfu": self.mfu, "steps": self.steps, "device": self.device,
-                "allocator": self.allocator}
+                "allocator": self.allocator, "gemm_probes_gflops": [r / 1e9 for r in self.gemm_probes]}
 
 
 def run_bench(seconds: float = 20.0, model: ModelConfig | None = None, src_vocab: int = 8000,
               tgt_vocab: int = 4000, batch_tokens: int = 3000, device: torch.device | None = None,
-              seed: int = 1234) -> BenchResult:
+              seed: int = 1234, probes: int = 4, probe_seconds: float = 0.02) -> BenchResult:
     """Train the model (default: the seed's model at the peers' matched size) on synthetic batches for
     about `seconds` after warming up; return its throughput against the GEMM ceiling.
 
     Warm-up: 3 steps on the CPU; on CUDA one step on every batch shape, so that cuDNN's and cuBLAS's
     per-shape set-up (as in a real run's first epoch) stays out of the timing. At least 24 distinct
     batches are cycled through.
+
+    The GEMM rate is read `probes` times (at least 2), before, between and after equal stretches of the
+    training (each product timed for `probe_seconds`; the reads are not counted as training time). A
+    machine whose speed drifts (a shared VM: 20-30% within an hour here) then moves both figures
+    together: each stretch's FLOPs are set against the mean of the reads around it, and the ceiling is
+    the rate that gives the same total time (`gemm_probes` keeps every read).
     """
     from .device import allocator, pick_device
     from .model.seq2seq import Seq2Seq
@@ -172,17 +179,24 @@ def run_bench(seconds: float = 20.0, model: ModelConfig | None = None, src_vocab
         optimisation_step(net, optimizer, batch, t, device)
     timed = batches[len(warm):] or batches
     step_flops = [train_flops(m, tgt_vocab, BatchShape.of(b)) for b in timed]   # counted before the clock runs
-    _sync(device)
-    tokens = flops = steps = 0
-    start = time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        batch = timed[steps % len(timed)]
-        optimisation_step(net, optimizer, batch, t, device)
-        tokens += batch.n_tokens
-        flops += step_flops[steps % len(timed)]
-        steps += 1
-    _sync(device)
-    elapsed = time.perf_counter() - start
     typical = BatchShape.of(sorted(batches, key=lambda b: b.n_tokens)[len(batches) // 2])
-    rate = gemm_rate(m, tgt_vocab, typical, device)
-    return BenchResult(tokens / elapsed, flops / tokens, rate, steps, str(device), allocator())
+    rate = lambda: gemm_rate(m, tgt_vocab, typical, device, probe_seconds)   # noqa: E731
+    stretches = max(1, probes - 1)
+    reads = [rate()]
+    tokens = flops = steps = 0
+    elapsed = ideal = 0.0
+    for _ in range(stretches):
+        _sync(device)
+        start, stretch_flops = time.perf_counter(), 0.0
+        while time.perf_counter() - start < seconds / stretches:
+            batch = timed[steps % len(timed)]
+            optimisation_step(net, optimizer, batch, t, device)
+            tokens += batch.n_tokens
+            stretch_flops += step_flops[steps % len(timed)]
+            steps += 1
+        _sync(device)
+        elapsed += time.perf_counter() - start
+        reads.append(rate())
+        ideal += stretch_flops / ((reads[-2] + reads[-1]) / 2)
+        flops += stretch_flops
+    return BenchResult(tokens / elapsed, flops / tokens, flops / ideal, steps, str(device), allocator(), reads)

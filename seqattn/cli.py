@@ -260,7 +260,8 @@ def cmd_bench(args) -> int:
     if args.json:
         print(json.dumps(r.to_dict()))
     print(f"training {r.tokens_per_s:,.0f} target tokens/s; ceiling {r.ceiling_tokens_per_s:,.0f} tokens/s "
-          f"(GEMM {r.gemm_flops_per_s / 1e9:.0f} GFLOP/s at the model's shapes); MFU {100 * r.mfu:.1f}%")
+          f"(GEMM {r.gemm_flops_per_s / 1e9:.0f} GFLOP/s at the model's shapes, {len(r.gemm_probes)} reads "
+          f"{min(r.gemm_probes) / 1e9:.0f}-{max(r.gemm_probes) / 1e9:.0f}); MFU {100 * r.mfu:.1f}%")
     return 0
 
 

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 from test_cli import run
 
@@ -43,6 +44,20 @@ def test_gemm_rate_and_bench_are_consistent():
     r = run_bench(0.5, m, 50, 40, 300, torch.device("cpu"))
     assert r.steps >= 1 and r.tokens_per_s > 0
     assert abs(r.mfu - r.tokens_per_s * r.flops_per_token / r.gemm_flops_per_s) < 1e-9
+    assert len(r.gemm_probes) == 4 and min(r.gemm_probes) <= r.gemm_flops_per_s <= max(r.gemm_probes)
+
+
+def test_bench_sets_each_stretch_against_the_gemm_reads_around_it(monkeypatch):
+    import seqattn.bench as bench
+
+    m = ModelConfig(emb_size=16, enc_hidden_size=16, dec_hidden_size=32)
+    reads = iter([1e9, 3e9, 3e9])
+    monkeypatch.setattr(bench, "gemm_rate", lambda *a, **k: next(reads))
+    r = run_bench(0.3, m, 50, 40, 300, torch.device("cpu"), probes=2)    # one stretch, between 1 and 3
+    assert r.gemm_probes == [1e9, 3e9] and r.gemm_flops_per_s == pytest.approx(2e9)
+    reads = iter([1e9, 3e9, 3e9])
+    r = run_bench(0.3, m, 50, 40, 300, torch.device("cpu"), probes=3)    # stretches at 2 and 3 GFLOP/s
+    assert r.gemm_probes == [1e9, 3e9, 3e9] and 2e9 < r.gemm_flops_per_s < 3e9
 
 
 def test_bench_command_prints_mfu_last():
