@@ -73,18 +73,25 @@ def _saved_step(model_dir: Path) -> int:
 
 def run_with_kills(cfg: Path, kills: int, duration: float, seed: int) -> dict:
     """Train cfg to the end while killing it `kills` times; return the kill report."""
-    model_dir = Path(yaml.safe_load(cfg.read_text())["model_dir"])
-    rng = random.Random(seed)
+    config = yaml.safe_load(cfg.read_text())
+    model_dir, steps = Path(config["model_dir"]), config["train"]["max_steps"]
+    rng, step_rng = random.Random(seed), random.Random(seed + 1)   # the moments, the latest steps
     lost, during_save, survived = [], 0, 0
     for k in range(kills):
         proc = _train(cfg, model_dir)
         at_save = k % 3 == 2
-        # a random moment within a few seconds (start-up included), so that 20 kills spread over the run
+        # a random moment within a few seconds (start-up included), so that 20 kills spread over the run;
+        # at the latest when the log reaches a random step short of the end, so that a machine slower
+        # than during the reference run (which set `duration`) does not let the run finish unkilled
         deadline = time.monotonic() + (duration * 2 if at_save else rng.uniform(0.5, min(8.0, 0.8 * duration)))
+        last_step = _logged_step(model_dir)
+        by_step = step_rng.randint(min(last_step + 1, int(0.9 * steps)), int(0.9 * steps))
         killed_in_save = False
         while time.monotonic() < deadline and proc.poll() is None:
             if at_save and any(model_dir.glob(".*.pt.*.tmp")):
                 killed_in_save = True
+                break
+            if not at_save and _logged_step(model_dir) >= by_step:
                 break
             time.sleep(0.002 if at_save else 0.05)
         if proc.poll() is not None:          # it finished (or failed) before the kill
