@@ -10,7 +10,12 @@ sentences/s of each (the first round, which pays one-time costs, is left out of 
 - `+context`: W_c's context half applied once per batch to the memory (all of `Seq2Seq.prepare`);
 - `+context, batch by batch`: the same, each batch of 64 decoded on its own (no sentences joining).
 
+--threads N runs it all on N threads (default: every core, as seqattn does); --profile then times one
+more greedy and beam-5 translate (all of `prepare`) under torch's profiler and prints the share of
+their operator time spent in matrix products.
+
 usage: python benchmarks/decode_parts.py --model MODEL_DIR --src test_2016_flickr.de [--rounds 4]
+                                         [--threads N] [--profile]
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import torch  # noqa: E402
+
 import seqattn.translator as translator_module  # noqa: E402
 from seqattn.translator import SearchOptions, Translator  # noqa: E402
 
@@ -37,10 +44,14 @@ def main() -> int:
     ap.add_argument("--checkpoint")
     ap.add_argument("--src", type=Path, required=True)
     ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: every core)")
+    ap.add_argument("--profile", action="store_true", help="the matrix products' share of decoding time")
     a = ap.parse_args()
     if not a.model.is_dir() or not a.src.is_file():
         sys.exit(f"--model needs a model directory ({a.model}) and --src a source file ({a.src})")
     tr = Translator.load(a.model, device="cpu", checkpoint=a.checkpoint)
+    if a.threads:
+        torch.set_num_threads(a.threads)
     gc.freeze()
     src = a.src.read_text(encoding="utf-8").splitlines()
     full = tr.model.prepare()
@@ -80,8 +91,33 @@ def main() -> int:
         for name, ts in times.items():
             out[f"beam{beam}/{name}"] = {"sents_per_s": round(len(src) / statistics.median(ts[1:] or ts)),
                                          "all": [round(len(src) / t) for t in ts]}
+    if a.profile:
+        tr.model.decoder.step = real_step
+        tr._prepared, translator_module.REFILL_BATCHES = full, 16
+        tr.model.prepare = lambda: full
+        out["profile"] = {f"beam{beam}": products_share(tr, src, beam) for beam in (1, 5)}
+    out["threads"] = torch.get_num_threads()
     print(json.dumps(out, indent=1))
     return 0
+
+
+PRODUCTS = ("mkldnn::_linear_pointwise", "aten::mm", "aten::addmm", "aten::bmm", "aten::addmm_")
+
+
+def products_share(tr: Translator, src: list[str], beam: int) -> dict:
+    """Return the seconds of one translate of src, and of its profiled operator time (self CPU time) the
+    seconds in matrix products (PRODUCTS) and in everything else."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        t = time.perf_counter()
+        tr.translate(src, batch_size=64, options=SearchOptions(beam=beam))
+        seconds = time.perf_counter() - t
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events) / 1e6
+    products = sum(e.self_cpu_time_total for e in events if e.key in PRODUCTS) / 1e6
+    return {"seconds_profiled": round(seconds, 3), "products_s": round(products, 3),
+            "other_ops_s": round(total - products, 3), "products_share": round(products / total, 3)}
 
 
 if __name__ == "__main__":
