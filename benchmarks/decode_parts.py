@@ -47,6 +47,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: every core)")
     ap.add_argument("--profile", action="store_true", help="the matrix products' share of decoding time")
     a = ap.parse_args()
+    if a.threads < 0:
+        sys.exit(f"--threads must be 0 (every core) or more, got {a.threads}")
     if not a.model.is_dir() or not a.src.is_file():
         sys.exit(f"--model needs a model directory ({a.model}) and --src a source file ({a.src})")
     tr = Translator.load(a.model, device="cpu", checkpoint=a.checkpoint)
@@ -93,7 +95,7 @@ def main() -> int:
                                          "all": [round(len(src) / t) for t in ts]}
     if a.profile:
         tr.model.decoder.step = real_step
-        tr._prepared, translator_module.REFILL_BATCHES = full, 16
+        tr._prepared, translator_module.REFILL_BATCHES = variants["+context"]   # all of prepare, as translate runs
         tr.model.prepare = lambda: full
         out["profile"] = {f"beam{beam}": products_share(tr, src, beam) for beam in (1, 5)}
     out["threads"] = torch.get_num_threads()

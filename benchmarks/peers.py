@@ -434,10 +434,10 @@ def main() -> int:
         return decode_again(a)
     saved = a.out / "peers.json"
     results = json.loads(saved.read_text()) if saved.exists() else {}
+    # the target vocabulary every system builds: the pieces of the training targets (+ 4 specials)
+    vocab = len({p for line in (a.work / "train.sp.en").open(encoding="utf-8") for p in line.split()}) + 4
     for name in a.systems.split(","):
         print(f"== {name}", file=sys.stderr, flush=True)
-        # the target vocabulary every system builds: the pieces of the training targets (+ 4 specials)
-        vocab = len({p for line in (a.work / "train.sp.en").open(encoding="utf-8") for p in line.split()}) + 4
         before = gemm_read(name != "seqattn", vocab, a.work)      # the peers run with input feeding
         results[name] = with_read_before(RUNNERS[name](a, a.out), before)
         saved.write_text(json.dumps(results, indent=1))
