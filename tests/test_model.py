@@ -158,17 +158,22 @@ def test_rnns_run_in_float32_under_autocast():
 
 @pytest.mark.parametrize("kind,layers,bidirectional", [("lstm", 1, True), ("gru", 1, True), ("lstm", 2, False),
                                                        ("gru", 2, True)])
-def test_packed_training_path_equals_torchs_packed_rnn(kind, layers, bidirectional):
+@pytest.mark.parametrize("lengths", [[3, 7, 1, 7, 4, 2], [5, 7, 5, 6, 5, 5], [6, 6, 6]])
+@pytest.mark.parametrize("fused_min", [1, 4, 100])
+def test_packed_training_path_equals_torchs_packed_rnn(kind, layers, bidirectional, lengths, fused_min, monkeypatch):
     """seqattn's CPU training path for packed sequences computes what nn.LSTM / nn.GRU compute: outputs,
-    final states (in the batch's own order) and every gradient."""
+    final states (in the batch's own order) and every gradient; for an LSTM whether the steps all rows are
+    alive for run in torch's fused LSTM (as many as FUSED_MIN_STEPS or more) or in seqattn's loop."""
     from torch.nn.utils.rnn import pack_padded_sequence
 
+    from seqattn.model import rnn as rnn_module
     from seqattn.model.rnn import RNNS, packed_rnn
 
+    monkeypatch.setattr(rnn_module, "FUSED_MIN_STEPS", fused_min)
     torch.manual_seed(3)
     rnn = RNNS[kind](6, 5, layers, batch_first=True, bidirectional=bidirectional)   # dropout 0: deterministic
-    lengths = torch.tensor([3, 7, 1, 7, 4, 2])
-    x = torch.randn(6, 7, 6, requires_grad=True)
+    lengths = torch.tensor(lengths)
+    x = torch.randn(len(lengths), int(lengths.max()), 6, requires_grad=True)
     results = []
     for run in (lambda p: rnn(p), lambda p: packed_rnn(rnn, p)):
         packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)

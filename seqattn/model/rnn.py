@@ -4,8 +4,10 @@ torch's own packed LSTM/GRU on the CPU computes the input projections of all ste
 takes each step's rows with `narrow`; in the backward pass every one of those slices is turned into a
 zero-filled gradient the size of all steps and added up, once per time step (for the Multi30k encoder,
 about 50 ms of a 530 ms training step). `packed_rnn` computes the same function with the per-step rows
-taken by `split`, whose backward is one concatenation (GRU; about 8% more training tokens/s on the CPU),
-and for an LSTM with a hand-written backward (`_LSTMDirection`, another 1-3%).
+taken by `split`, whose backward is one concatenation (GRU; about 8% more training tokens/s on the CPU).
+For an LSTM, the leading steps every sequence of the batch is alive for go to torch's fused LSTM (oneDNN),
+and the steps after them to a loop with a hand-written backward (`_LSTMDirection`): the Multi30k
+encoder's forward + backward over all 153 training batches 15.4 -> 13.8 s against the loop alone.
 `pad_packed` replaces pad_packed_sequence, whose backward copies time step by time step (an encoder
 memory of 140 sentences: 22 ms forward + backward, against 1.3 ms for one row gather; benchmarks/micro.py).
 """
@@ -80,7 +82,7 @@ def _direction(x: torch.Tensor, sizes: list[int], w_ih, w_hh, b_ih, b_hh, lstm: 
     """Run one direction of one layer over packed rows x (sum(sizes) x in); return (outputs sum(sizes) x
     hidden, final h batch x hidden, final c or None), rows in the packed (longest first) order."""
     if lstm:
-        return _LSTMDirection.apply(x, w_ih, w_hh, b_ih + b_hh, sizes, reverse)
+        return _lstm_direction(x, sizes, w_ih, w_hh, b_ih, b_hh, reverse)
     hidden = w_hh.size(1)
     # the input projection of every step at once (b_hn stays with the recurrent part: it sits inside r * (.))
     steps = torch.addmm(b_ih, x, w_ih.t()).split(sizes)
@@ -104,21 +106,66 @@ def _direction(x: torch.Tensor, sizes: list[int], w_ih, w_hh, b_ih, b_hh, lstm: 
     return torch.cat(out), torch.cat([h, *ended[::-1]]), None   # the rows that ended first are the last rows
 
 
+def _lstm_direction(x: torch.Tensor, sizes: list[int], w_ih, w_hh, b_ih, b_hh, reverse: bool):
+    """Return (outputs N x hidden, final h, final c, each batch x hidden) of one LSTM direction over packed
+    rows x (N x in, N = sum(sizes)), rows in the packed (longest first) order, from a zero state.
+
+    The reverse direction reads each sequence reversed within its length (one row permutation in, the
+    same one out), so both directions run forward. The first run of steps that every sequence is alive
+    for (most of a batch sorted by length: the median Multi30k batch of 3,000 target tokens holds two
+    source lengths) goes to torch's fused LSTM, oneDNN's kernel on the CPU; the steps after it, as rows
+    end, to `_LSTMDirection` from the state it reached, so every final state is exact.
+    """
+    if reverse:
+        flip = _reversal(sizes).to(x.device)
+        out, h, c = _lstm_direction(x.index_select(0, flip), sizes, w_ih, w_hh, b_ih, b_hh, False)
+        return out.index_select(0, flip), h, c
+    rows, steps = sizes[0], len(sizes)
+    head = next((t for t in range(steps) if sizes[t] != rows), steps)
+    if head < FUSED_MIN_STEPS:
+        return _LSTMDirection.apply(x, w_ih, w_hh, b_ih + b_hh, sizes, None, None)
+    zero = x.new_zeros(1, rows, w_hh.size(1))
+    xs = x[: head * rows].view(head, rows, -1)
+    out, h, c = torch._VF.lstm(xs, (zero, zero), (w_ih, w_hh, b_ih, b_hh), True, 1, 0.0, True, False, False)
+    out, h, c = out.view(-1, out.size(-1)), h[0], c[0]
+    if head == steps:
+        return out, h, c
+    alive = sizes[head]                     # the rows that go on; the others ended with the fused run
+    tail, th, tc = _LSTMDirection.apply(x[head * rows :], w_ih, w_hh, b_ih + b_hh, sizes[head:], h[:alive], c[:alive])
+    return torch.cat([out, tail]), torch.cat([th, h[alive:]]), torch.cat([tc, c[alive:]])
+
+
+FUSED_MIN_STEPS = 4   # a fused call costs about 1.3 ms more than a step of the loop (fwd + bwd, 2 cores)
+
+
+def _reversal(sizes: list[int]) -> torch.Tensor:
+    """Return the permutation of packed rows (an involution) that reverses every sequence within its
+    length: row (step t, sequence j) <-> row (step L_j - 1 - t, sequence j)."""
+    where, length = packed_rows(torch.tensor(sizes))
+    t = torch.arange(len(sizes))
+    back = length.unsqueeze(1) - 1 - t                                  # batch x steps
+    alive = back >= 0
+    flip = torch.empty(sum(sizes), dtype=torch.long)
+    flip[where[alive]] = where.gather(1, back.clamp(min=0))[alive]
+    return flip
+
+
 class _LSTMDirection(torch.autograd.Function):
-    """One direction of one LSTM layer over packed rows (from a zero state), with a hand-written backward.
+    """One forward LSTM direction over packed rows, with a hand-written backward.
 
     Forward runs the time steps without recording a graph, writing gates, cell states and outputs into
     packed buffers. Backward precomputes, for all rows at once, every factor that does not depend on
     the incoming gradients, so that a time step costs five operations (output gate, cell gradient, the
     i/f/g gates, and the carries to the previous step through W_hh and f); the weight gradients are then
     one matrix product each over all steps, not one per step as autograd builds them. Same function as
-    nn.LSTM (tests compare outputs, final states and all gradients): 1-3% more training tokens/s.
+    nn.LSTM (tests compare outputs, final states and all gradients).
     """
 
     @staticmethod
-    def forward(ctx, x, w_ih, w_hh, b, sizes, reverse):
+    def forward(ctx, x, w_ih, w_hh, b, sizes, h0, c0):
         """Return (outputs N x hidden, final h batch x hidden, final c batch x hidden) for packed rows x
-        (N x in, N = sum(sizes)), weights w_ih 4H x in, w_hh 4H x H, bias b = b_ih + b_hh (4H)."""
+        (N x in, N = sum(sizes)), weights w_ih 4H x in, w_hh 4H x H, bias b = b_ih + b_hh (4H), from the
+        state h0, c0 (each sizes[0] x H) or from zeros where they are None."""
         hid, n, steps = w_hh.size(1), x.size(0), len(sizes)
         where, length = packed_rows(torch.tensor(sizes))
         offs = where[0].tolist()                      # first packed row of each step (sequence 0 is alive)
@@ -126,27 +173,27 @@ class _LSTMDirection(torch.autograd.Function):
         out, cs, tcs = x.new_empty(n, hid), x.new_empty(n, hid), x.new_empty(n, hid)
         hp, cp = x.new_zeros(n, hid), x.new_zeros(n, hid)   # each row's previous h and c (0 at a start)
         w_hh_t = w_hh.t()
-        prev = None
-        for t in (range(steps - 1, -1, -1) if reverse else range(steps)):
+        if h0 is not None:
+            hp[: sizes[0]], cp[: sizes[0]] = h0, c0
+            acts[: sizes[0]].addmm_(h0, w_hh_t)
+        for t in range(steps):
             lo, rows = offs[t], sizes[t]
             hi = lo + rows
             g = acts[lo:hi]
-            if prev is not None:                      # rows that carry a state from the previous step
-                plo, k = prev[0], min(rows, prev[1])
-                hp[lo : lo + k] = out[plo : plo + k]
-                cp[lo : lo + k] = cs[plo : plo + k]
-                g[:k].addmm_(out[plo : plo + k], w_hh_t)
+            if t:                                     # rows that carry a state from the previous step
+                plo = offs[t - 1]
+                hp[lo:hi] = out[plo : plo + rows]
+                cp[lo:hi] = cs[plo : plo + rows]
+                g.addmm_(out[plo : plo + rows], w_hh_t)
             g[:, : 2 * hid].sigmoid_()                # i, f
             g[:, 2 * hid : 3 * hid].tanh_()           # g
             g[:, 3 * hid :].sigmoid_()                # o
             i, f, gg, o = g.chunk(4, 1)
             torch.mul(i, gg, out=cs[lo:hi]).addcmul_(f, cp[lo:hi])
             torch.mul(o, torch.tanh(cs[lo:hi], out=tcs[lo:hi]), out=out[lo:hi])
-            prev = (lo, rows)
-        # each sequence's last row: at step 0 in reverse, at its own last step forward
-        last = (where[:, 0] if reverse else where.gather(1, (length - 1).unsqueeze(1)).squeeze(1)).to(x.device)
+        last = where.gather(1, (length - 1).unsqueeze(1)).squeeze(1).to(x.device)   # each sequence's last row
         ctx.save_for_backward(x, w_ih, w_hh, acts, tcs, hp, cp, last)
-        ctx.sizes, ctx.offs, ctx.reverse = sizes, offs, reverse
+        ctx.sizes, ctx.offs, ctx.h0 = sizes, offs, h0 is not None
         return out, out.index_select(0, last), cs.index_select(0, last)
 
     @staticmethod
@@ -162,19 +209,22 @@ class _LSTMDirection(torch.autograd.Function):
         dc_all = torch.zeros_like(dh_all).index_add_(0, last, d_c)
         dg_all = torch.empty_like(acts)                           # gradients of the pre-activations
         dg_ifg = dg_all[:, : 3 * hid].view(n, 3, hid)
-        order = list(range(steps) if ctx.reverse else range(steps - 1, -1, -1))   # the forward's, reversed
-        for j, t in enumerate(order):
+        for t in range(steps - 1, -1, -1):
             lo, rows = offs[t], sizes[t]
             hi = lo + rows
             dh, dc = dh_all[lo:hi], dc_all[lo:hi]
             torch.mul(dh, a_o[lo:hi], out=dg_all[lo:hi, 3 * hid :])
             dc.addcmul_(dh, a_c[lo:hi])
             torch.mul(dc.unsqueeze(1), a_ifg[lo:hi], out=dg_ifg[lo:hi])
-            if j + 1 < steps:                                     # carry to the step the forward ran before
-                plo, k = offs[order[j + 1]], min(rows, sizes[order[j + 1]])
-                dh_all[plo : plo + k].addmm_(dg_all[lo : lo + k], w_hh)
-                dc_all[plo : plo + k].addcmul_(dc[:k], f[lo : lo + k])
-        return dg_all.mm(w_ih), dg_all.t().mm(x), dg_all.t().mm(hp), dg_all.sum(0), None, None
+            if t:                                                 # carry to the step before
+                plo = offs[t - 1]
+                dh_all[plo : plo + rows].addmm_(dg_all[lo:hi], w_hh)
+                dc_all[plo : plo + rows].addcmul_(dc, f[lo:hi])
+        d_h0 = d_c0 = None
+        if ctx.h0:                                                # the carry into the given state
+            first = sizes[0]
+            d_h0, d_c0 = dg_all[:first].mm(w_hh), dc_all[:first] * f[:first]
+        return dg_all.mm(w_ih), dg_all.t().mm(x), dg_all.t().mm(hp), dg_all.sum(0), None, d_h0, d_c0
 
 
 def packed_rows(sizes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
