@@ -12,10 +12,15 @@ seqattn's on the CPU, medians of repeated calls in one process:
 - a decoding step's three products (output layer 512 -> 3,963, W_c 1,024 -> 512, the LSTM's W_hh
   512 -> 2,048) at 7, 33, 64 and 320 rows: torch's addmm against `seqattn.model.packed.PackedLinear`;
 - with --model: decoder rows, steps and their matrix-product GFLOP when decoding test2016 greedy and beam 5;
+- with --pieces DIR (train.sp.de / train.sp.en, SentencePiece pieces separated by spaces): the packed
+  bidirectional LSTM's forward + backward over every training batch of 3,000 target tokens (the training
+  batching, random rows), the loop alone against the loop after torch's fused LSTM for the leading steps
+  (`seqattn.model.rnn.FUSED_MIN_STEPS`), alternating, three rounds;
 - with --profile-steps N: where N training steps of the Multi30k-sized model spend their time (torch
   profiler, synthetic Multi30k-shaped batches of 3,000 target tokens, after 5 warm-up steps).
 
-usage: python benchmarks/micro.py [--model MODEL_DIR --src test_2016_flickr.de] [--profile-steps 10]
+usage: python benchmarks/micro.py [--model MODEL_DIR --src test_2016_flickr.de] [--pieces PEERS/work]
+                                  [--profile-steps 10]
 """
 
 from __future__ import annotations
@@ -63,10 +68,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path)
     ap.add_argument("--src", type=Path)
+    ap.add_argument("--pieces", type=Path)
     ap.add_argument("--profile-steps", type=int, default=0)
     a = ap.parse_args()
     if a.model and (a.src is None or not a.src.is_file() or not a.model.is_dir()):
         sys.exit(f"--model needs a model directory ({a.model}) and --src a source file to decode ({a.src})")
+    pieces = [] if a.pieces is None else [a.pieces / f"train.sp.{x}" for x in ("de", "en")]
+    if any(not f.is_file() for f in pieces):
+        sys.exit(f"--pieces needs train.sp.de and train.sp.en in {a.pieces}")
     torch.manual_seed(0)
     res: dict = {"threads": torch.get_num_threads()}
 
@@ -108,6 +117,8 @@ def main() -> int:
             res["decoding_gemm_ms"][f"{name} {rows} rows"] = {
                 "addmm": ms(lambda h=h, w=w, b=b: torch.addmm(b, h, w.t()), 100),
                 "packed": None if packed is None else ms(lambda h=h, p=packed: p(h), 100)}
+    if pieces:
+        res["encoder_training_batches_s"] = encoder_over_batches(lstm, *pieces)
     if a.model:
         from seqattn.errors import SeqattnError
 
@@ -119,6 +130,36 @@ def main() -> int:
     if a.profile_steps > 0:
         print(profile_training(a.profile_steps))
     return 0
+
+
+def encoder_over_batches(lstm: torch.nn.LSTM, src_file: Path, tgt_file: Path, rounds: int = 3) -> dict:
+    """Return the seconds of lstm's forward + backward (packed, `packed_rnn`) over every training batch of
+    3,000 target tokens of the pieces files (random rows of the batches' source lengths, <eos> included):
+    each round the loop alone, then with torch's fused LSTM for the leading steps."""
+    from seqattn.data.batching import token_batches
+    from seqattn.model import rnn as rnn_module
+
+    lengths = [[len(line.split()) for line in f.read_text(encoding="utf-8").splitlines()] for f in (src_file, tgt_file)]
+    g = torch.Generator().manual_seed(0)
+    batches = []
+    for index in token_batches(*lengths, 3000):
+        src_len = torch.tensor([lengths[0][i] + 1 for i in index])
+        x = torch.randn(len(index), int(src_len.max()), lstm.input_size, generator=g)
+        p = pack_padded_sequence(x, src_len, batch_first=True, enforce_sorted=False)
+        batches.append(p._replace(data=p.data.requires_grad_()))
+    default, res = rnn_module.FUSED_MIN_STEPS, {"batches": len(batches), "loop": [], "fused head": []}
+    try:
+        for _ in range(rounds):
+            for key, fused_min in (("loop", 10**9), ("fused head", default)):
+                rnn_module.FUSED_MIN_STEPS = fused_min
+                t = time.perf_counter()
+                for p in batches:
+                    out, (h, c) = packed_rnn(lstm, p)
+                    (out.data.sum() + h.sum() + c.sum()).backward()
+                res[key].append(round(time.perf_counter() - t, 2))
+    finally:
+        rnn_module.FUSED_MIN_STEPS = default
+    return res
 
 
 def profile_training(steps: int) -> str:

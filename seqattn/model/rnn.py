@@ -125,8 +125,8 @@ def _lstm_direction(x: torch.Tensor, sizes: list[int], w_ih, w_hh, b_ih, b_hh, r
     if head < FUSED_MIN_STEPS:
         return _LSTMDirection.apply(x, w_ih, w_hh, b_ih + b_hh, sizes, None, None)
     zero = x.new_zeros(1, rows, w_hh.size(1))
-    xs = x[: head * rows].view(head, rows, -1)
-    out, h, c = torch._VF.lstm(xs, (zero, zero), (w_ih, w_hh, b_ih, b_hh), True, 1, 0.0, True, False, False)
+    xs = x[: head * rows].reshape(head, rows, -1)
+    out, h, c = torch.lstm(xs, (zero, zero), (w_ih, w_hh, b_ih, b_hh), True, 1, 0.0, True, False, False)
     out, h, c = out.view(-1, out.size(-1)), h[0], c[0]
     if head == steps:
         return out, h, c
