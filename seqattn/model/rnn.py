@@ -21,6 +21,9 @@ from torch.nn.utils.rnn import PackedSequence
 from .dropout import cpu_dropout
 
 RNNS = {"lstm": nn.LSTM, "gru": nn.GRU}
+# packed LSTM training: leading steps shared by all rows go to torch's fused LSTM when there are at least
+# this many (a fused call costs about 1.3 ms more than a step of seqattn's loop, forward + backward, 2 cores)
+FUSED_MIN_STEPS = 4
 TABLE_MAX = 32 * 2**20     # elements of an input-projection table (encoder or decoder; float32: 128 MiB)
 # Under CUDA autocast torch runs cuDNN's RNNs in fp16 (not bf16), re-casting their weights on every call
 # and without loss scaling; run_rnn runs them in float32 instead (TF32 in cuDNN), the rest stays bf16.
@@ -134,8 +137,6 @@ def _lstm_direction(x: torch.Tensor, sizes: list[int], w_ih, w_hh, b_ih, b_hh, r
     tail, th, tc = _LSTMDirection.apply(x[head * rows :], w_ih, w_hh, b_ih + b_hh, sizes[head:], h[:alive], c[:alive])
     return torch.cat([out, tail]), torch.cat([th, h[alive:]]), torch.cat([tc, c[alive:]])
 
-
-FUSED_MIN_STEPS = 4   # a fused call costs about 1.3 ms more than a step of the loop (fwd + bwd, 2 cores)
 
 
 def _reversal(sizes: list[int]) -> torch.Tensor:
