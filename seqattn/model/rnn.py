@@ -138,7 +138,6 @@ def _lstm_direction(x: torch.Tensor, sizes: list[int], w_ih, w_hh, b_ih, b_hh, r
     return torch.cat([out, tail]), torch.cat([th, h[alive:]]), torch.cat([tc, c[alive:]])
 
 
-
 def _reversal(sizes: list[int]) -> torch.Tensor:
     """Return the permutation of packed rows (an involution) that reverses every sequence within its
     length: row (step t, sequence j) <-> row (step L_j - 1 - t, sequence j)."""
