@@ -139,8 +139,8 @@ def _lstm_direction(x: torch.Tensor, sizes: list[int], w_ih, w_hh, b_ih, b_hh, r
 
 
 def _reversal(sizes: list[int]) -> torch.Tensor:
-    """Return the permutation of packed rows (an involution) that reverses every sequence within its
-    length: row (step t, sequence j) <-> row (step L_j - 1 - t, sequence j)."""
+    """Return the permutation of packed rows (an involution; sum(sizes) ids, CPU) that reverses every
+    sequence within its length: row (step t, sequence j) <-> row (step L_j - 1 - t, sequence j)."""
     where, length = packed_rows(torch.tensor(sizes))
     t = torch.arange(len(sizes))
     back = length.unsqueeze(1) - 1 - t                                  # batch x steps
