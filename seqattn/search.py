@@ -228,19 +228,22 @@ def best_expansions(logits: torch.Tensor, scores: torch.Tensor, group: int, m: i
     return best, beam.gather(1, where // chunk), cols.view(n, -1).gather(1, where)
 
 
-def _cannot_improve(finished: list[Hypothesis], nbest: int, best_alive: float, limit: int, alpha: float) -> bool:
-    """Return whether no hypothesis still alive can enter a sentence's nbest finished ones.
+def _cannot_improve(finished: list[Hypothesis], nbest: int, best_alive: float, length: int, limit: int,
+                    alpha: float) -> bool:
+    """Return whether no hypothesis still alive can enter a sentence's nbest finished ones (best first).
 
-    Raw scores (sums of log-probabilities) only fall as a hypothesis grows, so the best an alive one
-    can reach is best_alive divided by the largest length penalty it can get (alpha >= 0: at the
-    length limit). Stopping then returns what waiting for `beam` finished hypotheses would return.
+    Raw scores (sums of log-probabilities) only fall as a hypothesis grows, and an alive one of `length`
+    tokens ends with between length + 1 tokens and `limit`; so the best it can reach is best_alive divided
+    by the largest length penalty among those lengths (alpha >= 0: the one at the limit). This is the
+    only rule that ends a sentence before its limit: counting finished hypotheses is not exact (in a
+    confident model the weak beams finish first, while the best hypothesis is still alive).
     """
-    if len(finished) < nbest or alpha < 0:
+    if len(finished) < nbest:
         return False
     if best_alive == float("-inf"):
         return True
-    kth = sorted((h.score for h in finished), reverse=True)[nbest - 1]
-    return kth >= best_alive / length_penalty(limit, alpha)
+    reach = max(length_penalty(length + 1, alpha), length_penalty(limit, alpha))
+    return finished[nbest - 1].score >= best_alive / reach
 
 
 @torch.no_grad()
@@ -251,9 +254,10 @@ def beam_search(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_le
 
     The sentences decoding and their beams run as one (sentences x beam) batch per step. A hypothesis
     that ends in <eos> among the top `beam` candidates is set aside with score
-    logp / length_penalty(len, alpha); a sentence is done when it has `beam` finished hypotheses, when
-    no alive hypothesis can still reach its nbest best (the same result, sooner), or when it reaches its
-    limit max_len (batch). At most `width` sentences decode at once (0: all of src), encoded `width` at
+    logp / length_penalty(len, alpha) (a sentence keeps its nbest best), and the `beam` best that do not
+    end go on; a sentence is done when no alive hypothesis can still enter its nbest (`_cannot_improve`)
+    or when it reaches its limit max_len (batch), so the result is exactly what this search of width
+    `beam` finds when every alive hypothesis is followed as far as it could matter. At most `width` sentences decode at once (0: all of src), encoded `width` at
     a time in src's order (sort it by length): the next sentence takes a done one's place, and when none
     are left the done ones' rows leave the batch. Each result is what searching its sentence alone gives.
     With beam 1 and alpha 0 this is exactly greedy search. attention=False skips tracking the weights
@@ -292,7 +296,10 @@ def beam_search(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_le
         ids = history[row, first:]
         length = ids.numel() + (1 if ended else 0)
         att = None if att_history is None else att_history[row, first : first + length, : n_src[sent]].float().cpu()
-        finished[sent].append(Hypothesis(ids.tolist(), logp / length_penalty(length, alpha), att, ended))
+        kept = finished[sent]
+        kept.append(Hypothesis(ids.tolist(), logp / length_penalty(length, alpha), att, ended))
+        kept.sort(key=lambda h: -h.score)   # stable: of equal scores, the one finished first stays first
+        del kept[nbest:]
 
     t = 0
     while True:
@@ -326,7 +333,7 @@ def beam_search(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_le
         done = []
         best_alive = scores[:, 0].tolist()
         for i, sent in enumerate(sent_of):
-            if len(finished[sent]) >= k or _cannot_improve(finished[sent], nbest, best_alive[i], limit[sent], alpha):
+            if _cannot_improve(finished[sent], nbest, best_alive[i], t - start_of[i], limit[sent], alpha):
                 done.append(i)
             elif t - start_of[i] >= limit[sent]:   # out of length: the best alive ones end here, unfinished
                 for j in range(k):
@@ -364,4 +371,4 @@ def beam_search(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_le
         if first >= 32:
             history, col0 = history[:, first:], col0 + first
             att_history = None if att_history is None else att_history[:, first:]
-    return [sorted(f, key=lambda h: -h.score)[:nbest] for f in finished]
+    return finished

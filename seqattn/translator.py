@@ -142,16 +142,21 @@ class Translator:
 
     def translate_n(self, lines: list[str], batch_size: int = 64, attention: bool = False,
                     options: SearchOptions | None = None) -> list[list[Translation]]:
-        """Return, for each line in order, its n-best list (beam search) or its samples (sampling)."""
+        """Return, for each line in order, its n-best list (beam search) or its samples (sampling).
+
+        An empty or blank line (no source pieces) is not decoded: its one result (each sample, when
+        sampling) is the empty output, with score 0 and no attention rows."""
         opt = (options or SearchOptions()).check()
         ids = self.tok.src.encode(lines)
         cap = self.cfg.data.max_len
         truncated = [len(s) > cap for s in ids]
         ids = [s[:cap] for s in ids]
         copies = opt.num_samples if opt.sample else 1
-        rows = [i for i in range(len(ids)) for _ in range(copies)]
-        order = sorted(range(len(rows)), key=lambda r: len(ids[rows[r]]))
         results: list[list[Translation]] = [[] for _ in lines]
+        for i in (i for i, s in enumerate(ids) if not s):    # empty or blank: the empty output, not decoded
+            results[i] = [Translation("", [], [], [] if attention else None, 0.0) for _ in range(copies)]
+        rows = [i for i in range(len(ids)) if ids[i] for _ in range(copies)]
+        order = sorted(range(len(rows)), key=lambda r: len(ids[rows[r]]))
         generator = None
         if opt.sample and opt.seed is not None:
             generator = torch.Generator(self.device).manual_seed(opt.seed)

@@ -102,6 +102,15 @@ def test_evaluate_json(trained):
     assert metrics["bleu_signature"].startswith("nrefs:1")
     proc = run("evaluate", tmp / "model", "--src", tmp / "src.txt", "--ref", tmp / "ref.txt")
     assert "BLEU 100.00" in proc.stdout and "chrF" in proc.stdout
+    # an empty source line is translated as the empty line, in greedy and in beam search
+    (tmp / "src2.txt").write_text(pairs[0][0] + "\n\n" + pairs[1][0] + "\n")
+    (tmp / "ref2.txt").write_text(pairs[0][1] + "\n\n" + pairs[1][1] + "\n")
+    for beam in ("1", "4"):
+        proc = run("evaluate", tmp / "model", "--src", tmp / "src2.txt", "--ref", tmp / "ref2.txt", "--beam", beam,
+                   "--json", "--output", tmp / "hyp.txt")
+        assert proc.returncode == 0, proc.stderr
+        assert (tmp / "hyp.txt").read_text() == (tmp / "ref2.txt").read_text()
+        assert json.loads(proc.stdout.splitlines()[-1])["exact"] == 100.0
 
 
 def test_bad_inputs_end_in_one_line_and_keep_the_checkpoint(trained, tmp_path):

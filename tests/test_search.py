@@ -145,13 +145,16 @@ def test_beam_on_a_batch_equals_each_sentence_alone(att, feed, width, prep):
 
 
 def test_beam_search_stops_a_sentence_once_nothing_alive_can_win():
-    assert not _cannot_improve([], 1, -5.0, 20, 0.0)                          # nothing finished yet
+    assert not _cannot_improve([], 1, -5.0, 3, 20, 0.0)                       # nothing finished yet
     finished = [Hypothesis([5], -1.0, None, True), Hypothesis([6], -2.0, None, True)]
-    assert not _cannot_improve(finished, 1, -0.9, 20, 0.0)    # an alive one is still better than -1.0
-    assert _cannot_improve(finished, 1, -1.5, 20, 0.0)        # raw scores only fall: -1.5 stays below -1.0
-    assert not _cannot_improve(finished, 2, -1.5, 20, 0.0)    # ... but it can still beat the second, -2.0
-    assert not _cannot_improve(finished, 1, -2.0, 13, 1.0)    # at length 13: -2.0 / ((5 + 13) / 6) = -0.67
-    assert _cannot_improve(finished, 1, -4.0, 13, 1.0)        # -4.0 / 3 = -1.33 < -1.0
+    assert not _cannot_improve(finished, 1, -0.9, 3, 20, 0.0)    # an alive one is still better than -1.0
+    assert _cannot_improve(finished, 1, -1.5, 3, 20, 0.0)        # raw scores only fall: -1.5 stays below -1.0
+    assert not _cannot_improve(finished, 2, -1.5, 3, 20, 0.0)    # ... but it can still beat the second, -2.0
+    assert not _cannot_improve(finished, 1, -2.0, 3, 13, 1.0)    # at length 13: -2.0 / ((5 + 13) / 6) = -0.67
+    assert _cannot_improve(finished, 1, -4.0, 3, 13, 1.0)        # -4.0 / 3 = -1.33 < -1.0
+    # alpha < 0: the penalty 6 / (5 + length) is largest at the shortest end, length + 1
+    assert _cannot_improve(finished, 1, -0.8, 3, 20, -1.0)       # ending at 4: -0.8 * 9 / 6 = -1.2 < -1.0
+    assert not _cannot_improve(finished, 1, -0.8, 1, 20, -1.0)   # ending at 2: -0.8 * 7 / 6 = -0.93
     # the early stop returns what waiting for `beam` finished hypotheses returns (nbest=5 has to wait)
     model = random_model()
     src, src_len, limit = sources(40, seed=4)
@@ -266,12 +269,13 @@ def test_translate_cli_beam_nbest_sample_and_bad_lines(model_dir, tmp_path):
     proc = run("translate", model, "--beam", "3", "--nbest", "2", "--alpha", "0.6", stdin=text)
     assert proc.returncode == 0, proc.stderr
     rows = [line.split("\t") for line in proc.stdout.splitlines()]
-    assert [int(r[0]) for r in rows] == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert [int(r[0]) for r in rows] == [0, 0, 1, 2, 2, 3, 3]      # the empty line: its one, empty output
+    assert rows[2] == ["1", "0.0000", ""]
     assert float(rows[0][1]) >= float(rows[1][1])
     assert "input line 3 is longer than the model's 100 pieces" in proc.stderr
     greedy_out = run("translate", model, stdin=text).stdout.splitlines()
     beam1 = run("translate", model, "--beam", "1", stdin=text).stdout.splitlines()
-    assert greedy_out == beam1 and len(greedy_out) == 4
+    assert greedy_out == beam1 and len(greedy_out) == 4 and greedy_out[1] == ""
     att = tmp_path / "a.json"
     proc = run("translate", model, "--beam", "4", "--attention", att, stdin=pairs[1][0] + "\n")
     rec = json.loads(att.read_text())[0]

@@ -51,8 +51,13 @@ def test_translate_fields(client, translator):
         assert item["nbest"][0]["score"] >= item["nbest"][1]["score"]
         assert len(item["attention"]) == len(item["target_tokens"])
         assert all(len(row) == len(item["source_tokens"]) for row in item["attention"])
-    empty = client.post("/translate", json={"text": ""})
-    assert empty.status_code == 200 and isinstance(empty.json()["translations"][0]["translation"], str)
+    empty = client.post("/translate", json={"texts": ["", "   ", src], "beam": 3, "nbest": 2, "attention": True})
+    assert empty.status_code == 200
+    blank = {"translation": "", "score": 0.0, "nbest": [{"translation": "", "score": 0.0}],
+             "source_tokens": [], "target_tokens": [], "attention": []}
+    assert empty.json()["translations"][:2] == [blank, blank]          # not decoded: the empty output
+    assert empty.json()["translations"][2]["translation"] == many[0]["translation"]
+    assert client.post("/translate", json={"text": ""}).json() == {"translations": [{"translation": "", "score": 0.0}]}
     assert client.post("/translate", json={"texts": []}).json() == {"translations": []}
 
 
