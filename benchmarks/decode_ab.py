@@ -2,9 +2,11 @@
 beam 5, each version in its own process, alternating, so that both see the same machine.
 
 usage: python benchmarks/decode_ab.py --old DIR --model MODEL_DIR --data DIR [--device cpu] [--rounds 2]
+                                      [--int8] [--beams 1,5] [--repeats 3]
 --old: a checkout of the other version (e.g. `git worktree add /tmp/old COMMIT`); the new one is this
 repository. --data holds test_2016_flickr.{de,en}(.gz). Prints one JSON line per round and version:
-sentences/s (median of 3 decodes, loading excluded) and sacreBLEU.
+sentences/s (median of --repeats decodes, loading excluded), sacreBLEU and a hash of the outputs (equal hashes:
+identical outputs); --int8 measures `--quantize int8` decoding too.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = r'''
-import gzip, json, sys, time, torch
+import gzip, hashlib, json, sys, time, torch
 sys.path.insert(0, sys.argv[1])
 import sacrebleu, seqattn, seqattn.device
 from seqattn.translator import SearchOptions, Translator
@@ -26,21 +28,25 @@ read = lambda p: (gzip.open(p, "rt", encoding="utf-8") if p.endswith(".gz") else
 src, ref = read(sys.argv[4]).splitlines(), read(sys.argv[5]).splitlines()
 device = sys.argv[3]
 sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-tr = Translator.load(sys.argv[2], device=device)
-if hasattr(seqattn.device, "freeze_loaded_objects"):   # as `seqattn translate` does once the model is loaded
-    seqattn.device.freeze_loaded_objects()
 res = {"code": seqattn.__file__}
-for beam in (1, 5):
-    tr.translate(src[:128], batch_size=64, options=SearchOptions(beam=beam))
-    rates = []
-    for _ in range(3):
-        sync()
-        t = time.perf_counter()
-        out = tr.translate(src, batch_size=64, options=SearchOptions(beam=beam))
-        sync()
-        rates.append(len(src) / (time.perf_counter() - t))
-    res[f"beam{beam}"] = {"sents_per_s": sorted(rates)[1], "rounds": rates,
-                          "bleu": sacrebleu.corpus_bleu([o.text for o in out], [ref]).score}
+for quantize in [None] + (["int8"] if sys.argv[6] == "1" else []):
+    tr = Translator.load(sys.argv[2], device=device, quantize=quantize)
+    if hasattr(seqattn.device, "freeze_loaded_objects"):   # as `seqattn translate` does once the model is loaded
+        seqattn.device.freeze_loaded_objects()
+    for beam in map(int, sys.argv[7].split(",")):
+        tr.translate(src[:128], batch_size=64, options=SearchOptions(beam=beam))
+        rates = []
+        for _ in range(int(sys.argv[8])):
+            sync()
+            t = time.perf_counter()
+            out = tr.translate(src, batch_size=64, options=SearchOptions(beam=beam))
+            sync()
+            rates.append(len(src) / (time.perf_counter() - t))
+        texts = [o.text for o in out]
+        res[f"{quantize or 'float32'}/beam{beam}"] = {
+            "sents_per_s": sorted(rates)[len(rates) // 2], "rounds": rates,
+            "bleu": sacrebleu.corpus_bleu(texts, [ref]).score,
+            "outputs_sha": hashlib.sha256("\n".join(texts).encode()).hexdigest()[:12]}
 print(json.dumps(res))
 '''
 
@@ -64,6 +70,9 @@ def main() -> int:
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--int8", action="store_true", help="also measure --quantize int8 decoding")
+    ap.add_argument("--beams", default="1,5", help="beam sizes to decode with (1: greedy)")
+    ap.add_argument("--repeats", type=int, default=3, help="decodes of test2016 per beam size and round")
     a = ap.parse_args()
     if not (a.old / "seqattn" / "__init__.py").exists():
         sys.exit(f"{a.old}: no seqattn package there")
@@ -71,7 +80,8 @@ def main() -> int:
     for rnd in range(a.rounds):
         for name, root in (("old", a.old), ("new", ROOT)):
             r = subprocess.run([sys.executable, "-c", CHILD, str(root.resolve()), str(a.model), a.device, str(de),
-                                str(en)], capture_output=True, text=True)
+                                str(en), "1" if a.int8 else "0", a.beams, str(a.repeats)],
+                           capture_output=True, text=True)
             if r.returncode:
                 sys.exit(f"{name}: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}")
             result = json.loads(r.stdout.strip().splitlines()[-1])

@@ -4,14 +4,14 @@ Decodes a source file (test2016: 1,000 sentences) greedy and beam 5 at batch 64 
 the variants interleaved round after round so that all see the same machine, and prints the median
 sentences/s of each (the first round, which pays one-time costs, is left out of the median):
 
-- `modules`: no prepared weights (the modules as they are: torch's packed LSTM, addmm, nn.Linear);
-- `packed`: the decoder's products from weights packed for oneDNN, its input table;
+- `modules`: the plain model's `encode` and `step` (torch's packed LSTM, nn.LSTM on one step, nn.Linear);
+- `packed`: `fast.Decoding`'s decoder step: its input table, cells and products packed for oneDNN;
 - `+encoder`: the encoder's input table and both directions in one loop;
-- `+context`: W_c's context half applied once per batch to the memory (all of `Seq2Seq.prepare`);
+- `+context`: W_c's context half applied once per batch to the memory (all of `fast.Decoding`);
 - `+context, batch by batch`: the same, each batch of 64 decoded on its own (no sentences joining).
 
 --threads N runs it all on N threads (default: every core, as seqattn does); --profile then times one
-more greedy and beam-5 translate (all of `prepare`) under torch's profiler and prints the share of
+more greedy and beam-5 translate (all of `fast.Decoding`) under torch's profiler and prints the share of
 their operator time spent in matrix products.
 
 usage: python benchmarks/decode_parts.py --model MODEL_DIR --src test_2016_flickr.de [--rounds 4]
@@ -21,12 +21,12 @@ usage: python benchmarks/decode_parts.py --model MODEL_DIR --src test_2016_flick
 from __future__ import annotations
 
 import argparse
+import copy
 import gc
 import json
 import statistics
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 import seqattn.translator as translator_module  # noqa: E402
+from seqattn.fast import Decoding  # noqa: E402
 from seqattn.translator import SearchOptions, Translator  # noqa: E402
 
 
@@ -56,33 +57,42 @@ def main() -> int:
         torch.set_num_threads(a.threads)
     gc.freeze()
     src = a.src.read_text(encoding="utf-8").splitlines()
-    full = tr.model.prepare()
-    if full.encoder is None or full.decoder.out is None:
+    full = Decoding(tr.model)
+    if "encoder_tables" not in full.paths or "packed_out" not in full.paths:
         sys.exit("this model or torch build has no packed path to compare (not an LSTM, or no oneDNN)")
-    dec = full.decoder
+
+    def without(*parts: str) -> Decoding:
+        d = copy.copy(full)
+        for part in parts:
+            setattr(d, part, None)
+        return d
+
     variants = {
-        "modules": (None, translator_module.REFILL_BATCHES),
-        "packed": (replace(full, encoder=None, decoder=replace(dec, context=None, combine=None)),
-                   translator_module.REFILL_BATCHES),
-        "+encoder": (replace(full, decoder=replace(dec, context=None, combine=None)), translator_module.REFILL_BATCHES),
+        "modules": (tr.model, translator_module.REFILL_BATCHES),
+        "packed": (without("encoder", "context", "combine"), translator_module.REFILL_BATCHES),
+        "+encoder": (without("context", "combine"), translator_module.REFILL_BATCHES),
         "+context": (full, translator_module.REFILL_BATCHES),
         "+context, batch by batch": (full, 1),
     }
-    rows, real_step = [0, 0], tr.model.decoder.step
+    rows = [0, 0]
 
-    def counted(y, *args, **kwargs):
-        rows[0] += 1
-        rows[1] += y.numel()
-        return real_step(y, *args, **kwargs)
+    def counted(steps):
+        real = steps.step
 
-    tr.model.decoder.step = counted
+        def step(y, *args, **kwargs):
+            rows[0] += 1
+            rows[1] += y.numel()
+            return real(y, *args, **kwargs)
+        return step
+
     out = {}
     for beam in (1, 5):
         times: dict[str, list[float]] = {name: [] for name in variants}
         for r in range(a.rounds):
-            for name, (prepared, batches) in variants.items():
-                tr._prepared = prepared
-                tr.model.prepare = lambda p=prepared: p   # what Translator._prepare derives, per variant
+            for name, (steps, batches) in variants.items():
+                counting = copy.copy(steps)
+                counting.step = counted(steps)
+                tr._decoding = lambda s=counting: s   # what the Translator decodes with, per variant
                 translator_module.REFILL_BATCHES = batches
                 rows[:] = [0, 0]
                 t = time.perf_counter()
@@ -94,9 +104,7 @@ def main() -> int:
             out[f"beam{beam}/{name}"] = {"sents_per_s": round(len(src) / statistics.median(ts[1:] or ts)),
                                          "all": [round(len(src) / t) for t in ts]}
     if a.profile:
-        tr.model.decoder.step = real_step
-        tr._prepared, translator_module.REFILL_BATCHES = variants["+context"]   # all of prepare, as translate runs
-        tr.model.prepare = lambda: full
+        tr._decoding, translator_module.REFILL_BATCHES = (lambda: full), variants["+context"][1]   # as translate runs
         out["profile"] = {f"beam{beam}": products_share(tr, src, beam) for beam in (1, 5)}
     out["threads"] = torch.get_num_threads()
     print(json.dumps(out, indent=1))

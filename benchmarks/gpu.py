@@ -31,9 +31,13 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from seqattn import bench, train  # noqa: E402
+from seqattn import (  # noqa: E402
+    bench,
+    fast,  # noqa: E402
+    train,
+)
 from seqattn.config import ModelConfig  # noqa: E402
-from seqattn.model import rnn  # noqa: E402
+from seqattn.fast import rnn  # noqa: E402
 
 TEST = "test_2016_flickr"
 DEVICE = torch.device("cuda")   # --device cpu: a dry run of this script on a machine without a GPU
@@ -116,6 +120,7 @@ def profile(out: Path, steps: int = 20) -> dict:
 
     dev = DEVICE
     net = Seq2Seq(m, 8000, 4000).to(dev).train()
+    fast.accelerate(net)   # as the trainer runs it
     opt = train.make_optimizer(net, 1e-3)
     batches = bench.synthetic_batches(8000, 8000, 4000, 3000)
     random.Random(0).shuffle(batches)   # sorted by length: take a mix

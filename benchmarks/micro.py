@@ -2,20 +2,20 @@
 seqattn's on the CPU, medians of repeated calls in one process:
 
 - dropout of a 3,000 x 512 tensor, forward + backward: torch's mask (`rand_like(x) >= p`, two products)
-  against `seqattn.model.dropout.cpu_dropout`;
+  against `seqattn.fast.dropout.cpu_dropout`;
 - padding a packed encoder memory (140 sentences, 512 features), forward + backward:
-  `pad_packed_sequence` against `seqattn.model.rnn.pad_packed`;
+  `pad_packed_sequence` against `seqattn.fast.rnn.pad_packed`;
 - a packed bidirectional LSTM (256 -> 256 x 2) over the same batch, forward + backward: nn.LSTM's own
-  packed path against `seqattn.model.rnn.packed_rnn`;
+  packed path against `seqattn.fast.rnn.packed_rnn`;
 - the GEMM rate at the output layer's shape (rows x 512 x 3,963) for 64 and 320 rows, float32 and bf16
   (whether bf16 decoding could pay on this CPU);
 - a decoding step's three products (output layer 512 -> 3,963, W_c 1,024 -> 512, the LSTM's W_hh
-  512 -> 2,048) at 7, 33, 64 and 320 rows: torch's addmm against `seqattn.model.packed.PackedLinear`;
+  512 -> 2,048) at 7, 33, 64 and 320 rows: torch's addmm against `seqattn.fast.onednn.PackedLinear`;
 - with --model: decoder rows, steps and their matrix-product GFLOP when decoding test2016 greedy and beam 5;
 - with --pieces DIR (train.sp.de / train.sp.en, SentencePiece pieces separated by spaces): the packed
   bidirectional LSTM's forward + backward over every training batch of 3,000 target tokens (the training
   batching, random rows), the loop alone against the loop after torch's fused LSTM for the leading steps
-  (`seqattn.model.rnn.FUSED_MIN_STEPS`), alternating, three rounds;
+  (`seqattn.fast.rnn.FUSED_MIN_STEPS`), alternating, three rounds;
 - with --profile-steps N: where N training steps of the Multi30k-sized model spend their time (torch
   profiler, synthetic Multi30k-shaped batches of 3,000 target tokens, after 5 warm-up steps).
 
@@ -38,9 +38,9 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from seqattn.model.dropout import cpu_dropout  # noqa: E402
-from seqattn.model.packed import pack  # noqa: E402
-from seqattn.model.rnn import packed_rnn, pad_packed  # noqa: E402
+from seqattn.fast.dropout import cpu_dropout  # noqa: E402
+from seqattn.fast.onednn import pack  # noqa: E402
+from seqattn.fast.rnn import packed_rnn, pad_packed  # noqa: E402
 
 
 def ms(fn, reps: int = 30) -> float:
@@ -137,7 +137,7 @@ def encoder_over_batches(lstm: torch.nn.LSTM, src_file: Path, tgt_file: Path, ro
     3,000 target tokens of the pieces files (random rows of the batches' source lengths, <eos> included):
     each round the loop alone, then with torch's fused LSTM for the leading steps."""
     from seqattn.data.batching import token_batches
-    from seqattn.model import rnn as rnn_module
+    from seqattn.fast import rnn as rnn_module
 
     lengths = [[len(line.split()) for line in f.read_text(encoding="utf-8").splitlines()] for f in (src_file, tgt_file)]
     g = torch.Generator().manual_seed(0)
@@ -169,10 +169,12 @@ def profile_training(steps: int) -> str:
 
     from seqattn.bench import synthetic_batches
     from seqattn.config import ModelConfig, TrainConfig
+    from seqattn.fast import accelerate
     from seqattn.model.seq2seq import Seq2Seq
     from seqattn.train import make_optimizer, optimisation_step
 
     net = Seq2Seq(ModelConfig(dropout=0.2), 8000, 3963).train()
+    accelerate(net)   # as the trainer runs it
     optimizer, t, cpu = make_optimizer(net, 1e-3), TrainConfig(), torch.device("cpu")
     batches = synthetic_batches(300 * (steps + 5), 8000, 3963, 3000)
     for batch in batches[:5]:

@@ -163,6 +163,7 @@ def run_bench(seconds: float = 20.0, model: ModelConfig | None = None, src_vocab
     the rate that gives the same total time (`gemm_probes` keeps every read).
     """
     from .device import allocator, pick_device
+    from .fast import accelerate
     from .model.seq2seq import Seq2Seq
     from .train import make_optimizer, optimisation_step
 
@@ -170,6 +171,7 @@ def run_bench(seconds: float = 20.0, model: ModelConfig | None = None, src_vocab
     m = model or ModelConfig()
     torch.manual_seed(seed)
     net = Seq2Seq(m, src_vocab, tgt_vocab).to(device).train()
+    accelerate(net)
     optimizer = make_optimizer(net, 1e-3)
     batches = synthetic_batches(max(8000, 24 * batch_tokens // 13), src_vocab, tgt_vocab, batch_tokens, seed)
     random.Random(seed).shuffle(batches)

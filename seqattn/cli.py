@@ -19,7 +19,8 @@ def _progress_callback(total: int | None, desc: str):
         if kind == "start":
             bar.n = info["step"]
             bar.write(f"training on {info['device']}: {info['train_pairs']} pairs in {info['batches']} batches, "
-                      f"{info['params'] / 1e6:.2f}M parameters", file=sys.stderr)
+                      f"{info['params'] / 1e6:.2f}M parameters; fast modules: {', '.join(info['fast']) or 'none'}",
+                      file=sys.stderr)
         elif kind == "step":
             bar.update(info["step"] - bar.n)
             post = {"ep": info["epoch"]}

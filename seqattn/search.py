@@ -1,13 +1,25 @@
-"""Decoding from <sos> to <eos>, all in one place: batched greedy, sampling and beam search."""
+"""Decoding from <sos> to <eos>, all in one place: batched greedy, sampling and beam search, and the
+bookkeeping of which sentences are being decoded (finished ones leave the batch or hand their rows to
+the next sentences)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
 from .data.tokenizer import EOS, SOS
-from .model.seq2seq import Encoded, Prepared, Seq2Seq
+from .model.seq2seq import Encoded, Seq2Seq
+
+
+class Steps(Protocol):
+    """What the searches decode with: `Seq2Seq` itself, or `fast.Decoding` of it (the same results)."""
+
+    def encode(self, src: torch.Tensor, src_len: torch.Tensor) -> Encoded: ...
+
+    def step(self, y_prev: torch.Tensor, state, enc: Encoded, feed: torch.Tensor | None = None,
+             group: int = 1): ...
 
 
 @dataclass
@@ -18,6 +30,47 @@ class Hypothesis:
     score: float                    # sum of log-probabilities (<eos> included when reached), / length penalty
     attention: torch.Tensor | None  # out_len (+1 for <eos>) x src_len weights, or None without attention
     finished: bool                  # reached <eos> (else stopped at the length limit)
+
+
+def _pick_state(state, index: torch.Tensor):
+    """Return the rows `index` of a decoder state (h, c) or h, each layers x batch x hidden."""
+    return tuple(s.index_select(1, index) for s in state) if isinstance(state, tuple) else state.index_select(1, index)
+
+
+def select(enc: Encoded, index: torch.Tensor) -> Encoded:
+    """Return the rows `index` (batch' ids) of every tensor of enc, e.g. the sentences still being decoded."""
+    memory = enc.memory.index_select(0, index)
+    keys = memory if enc.keys is enc.memory else None if enc.keys is None else enc.keys.index_select(0, index)
+    return Encoded(memory, keys, enc.mask.index_select(0, index), _pick_state(enc.state, index))
+
+
+def join(parts: list[Encoded], span: int = 0) -> Encoded:
+    """Return the rows of all parts, in order, padded to the longest src_len or span (mask False there)."""
+    span = max([span] + [p.mask.size(1) for p in parts])
+    pad = lambda x: x if x.size(1) == span else torch.cat(   # noqa: E731 (batch x len x ... -> span)
+        [x, x.new_zeros(x.size(0), span - x.size(1), *x.shape[2:])], 1)
+    first = parts[0].state
+    state = (tuple(torch.cat([p.state[i] for p in parts], 1) for i in range(len(first)))
+             if isinstance(first, tuple) else torch.cat([p.state for p in parts], 1))
+    memory = torch.cat([pad(p.memory) for p in parts])
+    keys = (memory if all(p.keys is p.memory for p in parts) else None if parts[0].keys is None
+            else torch.cat([pad(p.keys) for p in parts]))
+    return Encoded(memory, keys, torch.cat([pad(p.mask) for p in parts]), state)
+
+
+def put(enc: Encoded, index: torch.Tensor, part: Encoded) -> Encoded:
+    """Return enc with rows `index` (part's batch ids) overwritten by part's rows, in place unless part's
+    src_len is longer (then in a copy padded to it). Keys that are the memory stay so."""
+    target = enc if part.mask.size(1) <= enc.mask.size(1) else join([enc], span=part.mask.size(1))
+    if part.mask.size(1) < target.mask.size(1):
+        part = join([part], span=target.mask.size(1))
+    target.memory.index_copy_(0, index, part.memory)
+    if target.keys is not None and target.keys is not target.memory:
+        target.keys.index_copy_(0, index, part.keys)
+    target.mask.index_copy_(0, index, part.mask)
+    for mine, theirs in zip(*((e.state if isinstance(e.state, tuple) else (e.state,)) for e in (target, part))):
+        mine.index_copy_(1, index, theirs)
+    return target
 
 
 def max_lengths(src_len: torch.Tensor, ratio: float) -> torch.Tensor:
@@ -82,9 +135,8 @@ class _Sources:
     """Encodes src (batch x src_len, lengths on the CPU) `width` rows at a time, in its order, and hands
     out its rows as decoding makes room for them."""
 
-    def __init__(self, model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, width: int,
-                 prepared: Prepared | None):
-        self.model, self.src, self.src_len, self.width, self.prepared = model, src, src_len, width, prepared
+    def __init__(self, steps: Steps, src: torch.Tensor, src_len: torch.Tensor, width: int):
+        self.steps, self.src, self.src_len, self.width = steps, src, src_len, width
         self.next = 0                                  # first row not encoded yet
         self.enc: Encoded | None = None                # the last encoded rows: lo .. next-1
         self.lo = self.given = 0                       # their first row; the first not handed out yet
@@ -100,22 +152,22 @@ class _Sources:
             if self.given == self.next:
                 lo, hi = self.next, min(self.src.size(0), self.next + self.width)
                 span = int(self.src_len[lo:hi].max())
-                self.enc = self.model.encode(self.src[lo:hi, :span], self.src_len[lo:hi], self.prepared)
+                self.enc = self.steps.encode(self.src[lo:hi, :span], self.src_len[lo:hi])
                 self.lo, self.next = lo, hi
             k = min(n, self.next - self.given)
             index = torch.arange(self.given, self.given + k, device=self.src.device)
             whole = k == self.next - self.lo
-            parts.append(self.enc if whole else self.enc.select(index - self.lo))
+            parts.append(self.enc if whole else select(self.enc, index - self.lo))
             rows.append(index)
             self.given, n = self.given + k, n - k
-        return (parts[0] if len(parts) == 1 else Encoded.join(parts)), torch.cat(rows)
+        return (parts[0] if len(parts) == 1 else join(parts)), torch.cat(rows)
 
 
 @torch.no_grad()
 def greedy(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_len: torch.Tensor, *,
            sample: bool = False, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
            generator: torch.Generator | None = None, attention: bool = True,
-           prepared: Prepared | None = None, width: int = 0) -> list[Hypothesis]:
+           steps: Steps | None = None, width: int = 0) -> list[Hypothesis]:
     """Return one output per sentence of src (batch x src_len, lengths src_len on CPU): the argmax at
     each step, or with sample=True a draw from softmax(logits / temperature) cut to top_k / top_p.
 
@@ -125,14 +177,14 @@ def greedy(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_len: to
     rows are written), so the steps keep `width` rows; when none are left, the finished leave the batch.
     Each output is what decoding its sentence alone gives. Scores are the model's log-probabilities of
     the chosen tokens (before temperature and cuts). attention=False leaves Hypothesis.attention None;
-    prepared: the model's `prepare()` (the same result, faster).
+    steps: what encodes and steps (default: the model itself; `fast.Decoding(model)`: the same, faster).
     """
     b, device = src.size(0), src.device
     if b == 0:
         return []
     width = b if width <= 0 else min(width, b)
-    sources = _Sources(model, src, src_len, width, prepared)
-    step_weights = None if prepared is None else prepared.decoder
+    steps = steps or model
+    sources = _Sources(steps, src, src_len, width)
     limit_of = max_len.to(device)
     ids = torch.zeros(b, int(limit_of.max()), dtype=torch.long, device=device)   # row i's outputs, to out_len[i]
     att = None                                                       # b x steps x src_len once known
@@ -143,8 +195,7 @@ def greedy(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_len: to
     pos = torch.zeros_like(rows)               # its output position
     done = torch.zeros_like(rows, dtype=torch.bool)
     while True:
-        logits, enc.state, feed, alpha = model.decoder.step(y, enc.state, enc.memory, enc.keys, enc.mask, feed,
-                                                            prepared=step_weights)
+        logits, enc.state, feed, alpha = steps.step(y, enc.state, enc, feed)
         logits = logits.float()
         if sample:
             probs = filter_logits(logits / temperature, top_k, top_p).softmax(-1)
@@ -171,7 +222,7 @@ def greedy(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_len: to
             free = done.nonzero().squeeze(1)
             part, new_rows = sources.take(len(free))
             free = free[: len(new_rows)]
-            enc = enc.put(free, part)
+            enc = put(enc, free, part)
             new_y, new_feed = _start(model, part, len(new_rows))
             rows[free], pos[free], y[free], done[free] = new_rows, 0, new_y, False
             if new_feed is not None:   # input feeding: s~_0 = 0
@@ -180,7 +231,7 @@ def greedy(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_len: to
             break
         else:                          # none left to join: the finished leave every per-row tensor
             keep = (~done).nonzero().squeeze(1)
-            enc = enc.select(keep)
+            enc = select(enc, keep)
             rows, pos, y, done = rows[keep], pos[keep], y[keep], done[keep]
             feed = None if feed is None else feed[keep]
     ids, out_len, score = ids.cpu(), out_len.cpu().tolist(), score.cpu().tolist()
@@ -249,7 +300,7 @@ def _cannot_improve(finished: list[Hypothesis], nbest: int, best_alive: float, l
 @torch.no_grad()
 def beam_search(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_len: torch.Tensor, beam: int,
                 alpha: float = 0.0, nbest: int = 1, attention: bool = True,
-                prepared: Prepared | None = None, width: int = 0) -> list[list[Hypothesis]]:
+                steps: Steps | None = None, width: int = 0) -> list[list[Hypothesis]]:
     """Return the nbest hypotheses of each sentence (best first), batched beam search of width beam.
 
     The sentences decoding and their beams run as one (sentences x beam) batch per step. A hypothesis
@@ -257,11 +308,13 @@ def beam_search(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_le
     logp / length_penalty(len, alpha) (a sentence keeps its nbest best), and the `beam` best that do not
     end go on; a sentence is done when no alive hypothesis can still enter its nbest (`_cannot_improve`)
     or when it reaches its limit max_len (batch), so the result is exactly what this search of width
-    `beam` finds when every alive hypothesis is followed as far as it could matter. At most `width` sentences decode at once (0: all of src), encoded `width` at
-    a time in src's order (sort it by length): the next sentence takes a done one's place, and when none
-    are left the done ones' rows leave the batch. Each result is what searching its sentence alone gives.
+    `beam` finds when every alive hypothesis is followed as far as it could matter. At most `width`
+    sentences decode at once (0: all of src), encoded `width` at a time in src's order (sort it by
+    length): the next sentence takes a done one's place, and when none are left the done ones' rows
+    leave the batch. Each result is what searching its sentence alone gives.
     With beam 1 and alpha 0 this is exactly greedy search. attention=False skips tracking the weights
-    (Hypothesis.attention is None); prepared: the model's `prepare()` (the same result, faster).
+    (Hypothesis.attention is None); steps: what encodes and steps (default: the model itself;
+    `fast.Decoding(model)`: the same, faster).
     """
     if not 1 <= nbest <= beam:
         raise ValueError(f"nbest must be in 1..beam ({beam}), got {nbest}")
@@ -269,8 +322,8 @@ def beam_search(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_le
     if b == 0:
         return []
     width = b if width <= 0 else min(width, b)
-    sources = _Sources(model, src, src_len, width, prepared)
-    step_weights = None if prepared is None else prepared.decoder
+    steps = steps or model
+    sources = _Sources(steps, src, src_len, width)
     beams = torch.arange(k, device=device)
     first_scores = torch.full((k,), float("-inf"), device=device)
     first_scores[0] = 0.0                               # all beams start equal: expand only the first
@@ -293,19 +346,19 @@ def beam_search(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_le
 
     def finalize(slot: int, row: int, logp: float, ended: bool) -> None:
         sent, first = sent_of[slot], start_of[slot] - col0
-        ids = history[row, first:]
-        length = ids.numel() + (1 if ended else 0)
+        length = history.size(1) - first + (1 if ended else 0)
+        score, kept = logp / length_penalty(length, alpha), finished[sent]
+        if len(kept) == nbest and score <= kept[-1].score:   # it would not enter the nbest
+            return
         att = None if att_history is None else att_history[row, first : first + length, : n_src[sent]].float().cpu()
-        kept = finished[sent]
-        kept.append(Hypothesis(ids.tolist(), logp / length_penalty(length, alpha), att, ended))
+        kept.append(Hypothesis(history[row, first:].tolist(), score, att, ended))
         kept.sort(key=lambda h: -h.score)   # stable: of equal scores, the one finished first stays first
         del kept[nbest:]
 
     t = 0
     while True:
         n = len(sent_of)
-        logits, state, feed, alpha_t = model.decoder.step(y, state, enc.memory, enc.keys, enc.mask, feed, group=k,
-                                                          prepared=step_weights)
+        logits, state, feed, alpha_t = steps.step(y, state, enc, feed, group=k)
         # each sentence's 2k best continuations (at most k of them end in <eos>)
         top_scores, top_beam, top_tok = best_expansions(logits.float(), scores.view(-1), k, 2 * k)
         is_eos = top_tok == EOS
@@ -325,8 +378,7 @@ def beam_search(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_le
         history = torch.cat([history.index_select(0, origin), y.view(-1, 1)], 1)
         if att_history is not None:
             att_history = att_history.index_select(0, origin)
-        state = tuple(s.index_select(1, origin) for s in state) if isinstance(state, tuple) \
-            else state.index_select(1, origin)
+        state = _pick_state(state, origin)
         if feed is not None:
             feed = feed.index_select(0, origin)
         t += 1
@@ -344,7 +396,7 @@ def beam_search(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_le
             part, new = sources.take(len(done))
             slots = torch.tensor(done[: len(new)], device=device)
             rows = (slots.unsqueeze(1) * k + beams).view(-1)
-            enc = enc.put(slots, part)
+            enc = put(enc, slots, part)
             new_state, new_y, new_scores, new_feed = joining(part, len(new))
             for mine, theirs in zip(*((s if isinstance(s, tuple) else (s,)) for s in (state, new_state))):
                 mine.index_copy_(1, rows, theirs)
@@ -360,11 +412,10 @@ def beam_search(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_le
             keep = [i for i in range(n) if i not in set(done)]
             kept = torch.tensor(keep, device=device)
             rows = (kept.unsqueeze(1) * k + beams).view(-1)
-            enc = enc.select(kept)
+            enc = select(enc, kept)
             history, y, scores = history[rows], y[rows], scores.index_select(0, kept)
             att_history = None if att_history is None else att_history[rows]
-            state = tuple(s.index_select(1, rows) for s in state) if isinstance(state, tuple) \
-                else state.index_select(1, rows)
+            state = _pick_state(state, rows)
             feed = None if feed is None else feed[rows]
             sent_of, start_of = [sent_of[i] for i in keep], [start_of[i] for i in keep]
         first = min(start_of) - col0         # columns no decoding sentence reads any more

@@ -22,7 +22,7 @@ from .device import autocast, pick_device
 from .distributed import Dist
 from .errors import SeqattnError
 from .evaluate import score
-from .model.loss import smoothed_cross_entropy
+from .fast import accelerate, cross_entropy
 from .translator import Translator, build_model
 
 Callback = Callable[[str, dict], None]
@@ -93,7 +93,7 @@ def batch_loss(model: torch.nn.Module, batch: Batch, label_smoothing: float, dev
     """Return the summed cross-entropy of a batch (on device) under teacher forcing (a scalar)."""
     with autocast(device):
         logits, _ = model(batch.src, batch.src_len, batch.tgt_in)
-    return smoothed_cross_entropy(logits.flatten(0, 1), batch.tgt_out.flatten(), label_smoothing, PAD)
+    return cross_entropy(logits.flatten(0, 1), batch.tgt_out.flatten(), label_smoothing, PAD)
 
 
 def optimisation_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, t: TrainConfig,
@@ -185,6 +185,7 @@ class Trainer:
             except OSError as e:
                 raise SeqattnError(f"{self.dir}: cannot write config.yaml ({e.strerror})") from None
         self.model = build_model(cfg, self.data.tok).to(self.device)
+        self.fast = accelerate(self.model)         # the faster modules that compute the same function
         self.net = self.model                      # what training steps call: the model or its DDP wrapper
         if self.dist.active:
             from torch.nn.parallel import DistributedDataParallel
@@ -394,7 +395,7 @@ class Trainer:
         self._open_tensorboard()
         self.callback("start", {"step": p.step, "max_steps": t.max_steps, "train_pairs": self.data.n_train,
                                 "dropped": self.data.dropped, "batches": len(self.data.train),
-                                "params": n_params, "device": str(self.device)})
+                                "params": n_params, "device": str(self.device), "fast": self.fast})
         if self.data.dropped:
             self._log("info", {"step": p.step, "message": f"dropped {self.data.dropped} training pairs longer "
                                                           f"than data.max_len={self.cfg.data.max_len} or empty"})

@@ -16,7 +16,8 @@ from .data.batching import collate, pad_sources
 from .data.tokenizer import PAD, Tokenizers
 from .device import autocast, pick_device
 from .errors import SeqattnError
-from .model.seq2seq import Prepared, Seq2Seq
+from .fast import Decoding, accelerate
+from .model.seq2seq import Seq2Seq
 from .search import beam_search, greedy, max_lengths
 
 
@@ -98,14 +99,13 @@ class Translator:
     """A model with its tokenizers, ready to translate lists of sentences.
 
     fixed_weights=True (what `load` gives) lets it keep what it derives from the weights between calls
-    (the model's `prepare()`); a Translator around a model that is still training derives it anew in
-    every call."""
+    (`fast.Decoding`); a Translator around a model that is still training derives it anew in every call."""
 
     def __init__(self, model: Seq2Seq, tokenizers: Tokenizers, cfg: Config, device: torch.device,
                  fixed_weights: bool = False):
         self.model, self.tok, self.cfg, self.device = model, tokenizers, cfg, device
         self.fixed_weights = fixed_weights
-        self._prepared: Prepared | None = None
+        self._steps: Decoding | None = None
 
     @classmethod
     def load(cls, model_dir: str | Path, device: str = "auto", checkpoint: str | None = None,
@@ -131,8 +131,9 @@ class Translator:
         model = model.to(dev).eval()
         if quantize:
             model = quantize_int8(model, dev)
+        accelerate(model)   # after quantizing: the quantized modules stay as they are
         translator = cls(model, tokenizers, cfg, dev, fixed_weights=True)
-        translator._prepare()   # derived once here, so that a loaded Translator is ready to decode
+        translator._decoding()   # derived once here, so that a loaded Translator is ready to decode
         return translator
 
     def translate(self, lines: list[str], batch_size: int = 64, attention: bool = False,
@@ -164,7 +165,7 @@ class Translator:
         # the next joining as others finish (the searches' width), so steps keep about batch_size rows.
         per_call = batch_size * REFILL_BATCHES
         with self._eval_mode():
-            prepared = self._prepare()
+            steps = self._decoding()
             for start in range(0, len(order), per_call):
                 idx = [rows[r] for r in order[start : start + per_call]]
                 src, src_len = pad_sources([ids[i] for i in idx])
@@ -173,12 +174,12 @@ class Translator:
                 with autocast(self.device):
                     if opt.beam > 1:
                         nbests = beam_search(self.model, src, src_len, limit, opt.beam, opt.alpha, opt.nbest,
-                                              attention=attention, prepared=prepared, width=batch_size)
+                                              attention=attention, steps=steps, width=batch_size)
                     else:
                         nbests = [[h] for h in greedy(self.model, src, src_len, limit, sample=opt.sample,
                                                       temperature=opt.temperature, top_k=opt.top_k,
                                                       top_p=opt.top_p, generator=generator,
-                                                      attention=attention, prepared=prepared, width=batch_size)]
+                                                      attention=attention, steps=steps, width=batch_size)]
                 for i, hyps in zip(idx, nbests):
                     results[i].extend(self._result(ids[i], h, attention, truncated[i]) for h in hyps)
         return results
@@ -203,14 +204,14 @@ class Translator:
                     out[i] = {"logprob": total, "tokens": n, "ppl": math.exp(-total / n)}
         return out
 
-    def _prepare(self) -> Prepared:
-        """Return the model's `prepare()`, kept while the weights are fixed."""
-        if self._prepared is not None:
-            return self._prepared
-        prepared = self.model.prepare()
+    def _decoding(self) -> Decoding:
+        """Return `fast.Decoding` of the model, kept while the weights are fixed."""
+        if self._steps is not None:
+            return self._steps
+        steps = Decoding(self.model)
         if self.fixed_weights:
-            self._prepared = prepared
-        return prepared
+            self._steps = steps
+        return steps
 
     @contextlib.contextmanager
     def _eval_mode(self):

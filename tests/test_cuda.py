@@ -14,7 +14,8 @@ from seqattn.data.batching import collate
 from seqattn.data.tokenizer import SOS
 from seqattn.device import autocast
 from seqattn.errors import SeqattnError
-from seqattn.model.loss import smoothed_cross_entropy
+from seqattn.fast import Decoding, accelerate
+from seqattn.fast.loss import smoothed_cross_entropy
 from seqattn.model.seq2seq import Seq2Seq
 from seqattn.train import Trainer
 from seqattn.translator import SearchOptions, Translator
@@ -56,6 +57,8 @@ def test_float32_forward_and_gradients_match_the_cpu(exact_float32, rnn, att, fe
     gpu = Seq2Seq(cfg, 50, 40)
     gpu.load_state_dict(cpu.state_dict())
     gpu.to(CUDA)
+    accelerate(cpu)     # as the trainer runs them: the CPU's packed path, cuDNN on the GPU
+    accelerate(gpu)
     batch = _batch()
     loss_c, logits_c, alpha_c = _loss(cpu, batch, torch.device("cpu"))
     with torch.autocast("cuda", enabled=False):   # the model's float32 path, not bf16
@@ -74,6 +77,7 @@ def test_float32_forward_and_gradients_match_the_cpu(exact_float32, rnn, att, fe
 def test_bf16_autocast_stays_close_to_float32():
     torch.manual_seed(1)
     model = Seq2Seq(ModelConfig(dropout=0.0, emb_size=64, enc_hidden_size=64, dec_hidden_size=128), 50, 40).to(CUDA)
+    accelerate(model)
     batch = _batch(1)
     loss_bf16, logits, _ = _loss(model, batch, CUDA)
     assert logits.dtype == torch.bfloat16                      # autocast reached the output layer
@@ -83,7 +87,7 @@ def test_bf16_autocast_stays_close_to_float32():
     model.eval()
     with torch.no_grad(), autocast(CUDA):                      # decoding's cell steps: the same precision
         sos = torch.full((batch.src.size(0),), SOS, device=CUDA)
-        _, state, _, _ = model.decoder.step(sos, enc.state, enc.memory, enc.keys, enc.mask)
+        _, state, _, _ = Decoding(model).step(sos, enc.state, enc)
     assert all(s.dtype == torch.float32 for s in state)
     with torch.autocast("cuda", enabled=False):
         b = batch.to(CUDA)
@@ -101,14 +105,16 @@ def test_one_step_decoding_on_cuda_equals_the_batched_decoder(exact_float32):
     torch.manual_seed(2)
     cfg = ModelConfig(emb_size=16, enc_hidden_size=12, dec_hidden_size=24, dropout=0.0)
     model = Seq2Seq(cfg, 50, 40).to(CUDA).eval()
+    accelerate(model)
+    decoding = Decoding(model)
+    assert "decoder_table" in decoding.paths and "packed_out" not in decoding.paths   # no oneDNN on the GPU
     b = _batch(2).to(CUDA)
     with torch.no_grad():
         logits, alpha = model(b.src, b.src_len, b.tgt_in)
-        enc = model.encode(b.src, b.src_len)
+        enc = decoding.encode(b.src, b.src_len)
         state = enc.state
         for t in range(b.tgt_in.size(1)):   # torch.lstm_cell per step against cuDNN over the whole target
-            step_logits, state, _, step_alpha = model.decoder.step(b.tgt_in[:, t], state, enc.memory, enc.keys,
-                                                                    enc.mask)
+            step_logits, state, _, step_alpha = decoding.step(b.tgt_in[:, t], state, enc)
             assert torch.allclose(step_logits, logits[:, t], atol=1e-5)
             assert torch.allclose(step_alpha, alpha[:, t], atol=1e-6)
 

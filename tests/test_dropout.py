@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from seqattn.model.dropout import Dropout, cpu_dropout
+from seqattn.fast.dropout import FastDropout as Dropout
+from seqattn.fast.dropout import cpu_dropout
 
 
 @pytest.mark.parametrize("p", [0.1, 0.2, 0.3, 0.5])

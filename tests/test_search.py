@@ -5,13 +5,14 @@ import math
 
 import pytest
 import torch
-from conftest import reverse_pairs, write_tiny_config
+from conftest import assert_same, reverse_pairs, write_tiny_config
 from test_cli import assert_one_line_error, run
 
 from seqattn.checkpoint import average_checkpoints, load_checkpoint, save_checkpoint
 from seqattn.config import ModelConfig, load_config
 from seqattn.data.batching import pad_sources
-from seqattn.model.seq2seq import Encoded, Seq2Seq
+from seqattn.fast import Decoding
+from seqattn.model.seq2seq import Seq2Seq
 from seqattn.search import (
     Hypothesis,
     _cannot_improve,
@@ -19,9 +20,12 @@ from seqattn.search import (
     best_expansions,
     filter_logits,
     greedy,
+    join,
     log_normaliser,
     max_lengths,
+    put,
     row_argmax,
+    select,
 )
 from seqattn.train import Trainer
 from seqattn.translator import SearchOptions, Translator
@@ -80,10 +84,11 @@ def test_greedy_on_a_batch_equals_each_sentence_alone(att, feed, width, prep):
     model = random_model(att, feed)
     src, src_len, limit = sources(40, seed=5)
     rows_per_step = []
-    real_step = model.decoder.step
-    model.decoder.step = lambda y, *a, **k: rows_per_step.append(len(y)) or real_step(y, *a, **k)
-    together = greedy(model, src, src_len, limit, width=width, prepared=model.prepare() if prep else None)
-    del model.decoder.step
+    steps = Decoding(model) if prep else model
+    real_step = steps.step
+    steps.step = lambda y, *a, **k: rows_per_step.append(len(y)) or real_step(y, *a, **k)
+    together = greedy(model, src, src_len, limit, width=width, steps=steps)
+    del steps.step
     if width:   # full steps of `width` rows until the last sentences joined
         assert max(rows_per_step) == width and rows_per_step[: len(rows_per_step) // 2].count(width) > 5
     assert len({len(h.ids) for h in together}) > 3             # they finish at many different steps
@@ -97,7 +102,7 @@ def test_greedy_on_a_batch_equals_each_sentence_alone(att, feed, width, prep):
 
 
 def test_encoded_rows_join_and_are_overwritten_across_source_lengths():
-    """Encoded.join pads shorter sources (mask False, zero memory); put writes rows in place, or into a
+    """join pads shorter sources (mask False, zero memory); put writes rows in place, or into a
     longer copy when the newcomers' sources are longer."""
     model = random_model()
     src, src_len, _ = sources(6, seed=3)
@@ -106,16 +111,16 @@ def test_encoded_rows_join_and_are_overwritten_across_source_lengths():
     short, long = (model.encode(src[i : i + 3, : int(src_len[i : i + 3].max())], src_len[i : i + 3]) for i in (0, 3))
     spans = short.mask.size(1), long.mask.size(1)
     assert spans[0] < spans[1]
-    both = Encoded.join([short, long])
+    both = join([short, long])
     assert both.mask.shape == (6, spans[1]) and torch.equal(both.mask, src[:, : spans[1]] != 0)
     assert both.keys is both.memory                                     # dot attention: the keys are the memory
     assert both.memory[:3, spans[0]:].abs().sum() == 0 and torch.equal(both.state[0][:, 3:], long.state[0])
-    put = short.put(torch.tensor([2, 0]), long.select(torch.tensor([1, 0])))   # longer newcomers: a copy
-    assert put.mask.shape == (3, spans[1]) and put.keys is put.memory
-    assert torch.equal(put.memory[0], long.memory[0]) and torch.equal(put.mask[2], both.mask[4])
-    assert torch.equal(put.memory[1], both.memory[1]) and torch.equal(put.state[1][:, 2], long.state[1][:, 1])
-    again = put.put(torch.tensor([1]), short.select(torch.tensor([2])))         # shorter: in place, padded
-    assert again is put and torch.equal(again.memory[1], both.memory[2]) and torch.equal(again.mask[1], both.mask[2])
+    put_ = put(short, torch.tensor([2, 0]), select(long, torch.tensor([1, 0])))   # longer newcomers: a copy
+    assert put_.mask.shape == (3, spans[1]) and put_.keys is put_.memory
+    assert torch.equal(put_.memory[0], long.memory[0]) and torch.equal(put_.mask[2], both.mask[4])
+    assert torch.equal(put_.memory[1], both.memory[1]) and torch.equal(put_.state[1][:, 2], long.state[1][:, 1])
+    again = put(put_, torch.tensor([1]), select(short, torch.tensor([2])))         # shorter: in place, padded
+    assert again is put_ and torch.equal(again.memory[1], both.memory[2]) and torch.equal(again.mask[1], both.mask[2])
 
 
 @pytest.mark.parametrize("att,feed,width,prep", [("dot", False, 0, False), ("general", True, 0, False),
@@ -127,11 +132,11 @@ def test_beam_on_a_batch_equals_each_sentence_alone(att, feed, width, prep):
     model = random_model(att, feed)
     src, src_len, limit = sources(30, seed=6)
     rows_per_step = []
-    real_step = model.decoder.step
-    model.decoder.step = lambda y, *a, **kw: rows_per_step.append(len(y)) or real_step(y, *a, **kw)
-    together = beam_search(model, src, src_len, limit, beam=3, nbest=3, alpha=1.0, width=width,
-                           prepared=model.prepare() if prep else None)
-    del model.decoder.step
+    steps = Decoding(model) if prep else model
+    real_step = steps.step
+    steps.step = lambda y, *a, **kw: rows_per_step.append(len(y)) or real_step(y, *a, **kw)
+    together = beam_search(model, src, src_len, limit, beam=3, nbest=3, alpha=1.0, width=width, steps=steps)
+    del steps.step
     if width:
         assert max(rows_per_step) == 3 * width and rows_per_step[: len(rows_per_step) // 2].count(3 * width) > 5
     assert len({len(h.ids) for n in together for h in n}) > 3          # hypotheses end at many steps
@@ -139,9 +144,9 @@ def test_beam_on_a_batch_equals_each_sentence_alone(att, feed, width, prep):
         n = int(src_len[i])
         (alone,) = beam_search(model, src[i : i + 1, :n], src_len[i : i + 1], limit[i : i + 1], beam=3, nbest=3,
                                alpha=1.0)
-        assert [h.ids for h in together[i]] == [h.ids for h in alone]
-        assert [h.score for h in together[i]] == pytest.approx([h.score for h in alone], abs=1e-4)
-        assert all(torch.allclose(a.attention, b.attention, atol=1e-5) for a, b in zip(together[i], alone))
+        assert_same(together[i], [(h.ids, h.score, h.finished) for h in alone])
+        assert all(torch.allclose(a.attention, b.attention, atol=1e-5)
+                   for a, b in zip(together[i], alone) if a.ids == b.ids)
 
 
 def test_beam_search_stops_a_sentence_once_nothing_alive_can_win():
@@ -233,8 +238,7 @@ def test_forced_scores_equal_the_sum_of_token_log_probabilities(model_dir):
         target = t.tok.tgt.encode([y])[0] + [3]
         with torch.no_grad():
             for tok in target:
-                logits, state, _, _ = t.model.decoder.step(torch.tensor([prev]), state, enc.memory, enc.keys,
-                                                           enc.mask)
+                logits, state, _, _ = t.model.step(torch.tensor([prev]), state, enc)
                 total += torch.log_softmax(logits, -1)[0, tok].item()
                 prev = tok
         assert got["tokens"] == len(target)
@@ -244,7 +248,7 @@ def test_forced_scores_equal_the_sum_of_token_log_probabilities(model_dir):
 
 def test_a_translator_of_a_training_model_follows_its_weights(model_dir):
     """The trainer's validation decodes with the live model: what the Translator derives from the weights
-    (the decoder's `prepare()`) must be derived again after they change, also by a fused optimizer
+    (`fast.Decoding`) must be derived again after they change, also by a fused optimizer
     step, which changes them in place without counting a tensor version."""
     model, pairs = model_dir
     loaded = Translator.load(model, device="cpu")
@@ -257,8 +261,9 @@ def test_a_translator_of_a_training_model_follows_its_weights(model_dir):
         p.grad = torch.randn_like(p)
     torch.optim.Adam(net.parameters(), lr=0.05, fused=True).step()
     got = live.translate(src, options=SearchOptions(beam=3))
-    net.prepare = lambda: None                               # the reference: the modules as they are
-    ref = Translator(net, loaded.tok, loaded.cfg, loaded.device).translate(src, options=SearchOptions(beam=3))
+    plain = Translator(net, loaded.tok, loaded.cfg, loaded.device)
+    plain._decoding = lambda: net                            # the reference: the model's own encode and step
+    ref = plain.translate(src, options=SearchOptions(beam=3))
     assert [o.text for o in got] == [o.text for o in ref]
     assert [o.score for o in got] == pytest.approx([o.score for o in ref], abs=1e-4)
 

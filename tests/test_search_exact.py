@@ -5,7 +5,7 @@ import itertools
 
 import pytest
 import torch
-from conftest import reverse_pairs, write_tiny_config
+from conftest import assert_same, reverse_pairs, write_tiny_config
 from test_search import sources
 
 from seqattn.config import ModelConfig, load_config
@@ -39,11 +39,11 @@ def reference_beam(model, src_ids: list[int], limit: int, k: int, alpha: float, 
         n = len(alive)
         prev = torch.tensor([ids[-1] if ids else SOS for _, ids, _ in alive])
         rows = torch.tensor([row for _, _, row in alive])
-        pick = lambda s: s.index_select(1, rows)   # noqa: E731
-        state = tuple(map(pick, state)) if isinstance(state, tuple) else pick(state)
+        state = tuple(s[:, rows] for s in state) if isinstance(state, tuple) else state[:, rows]
         feed = None if feed is None else feed.index_select(0, rows)
-        memory, keys, mask = (None if x is None else x.expand(n, *x.shape[1:]) for x in (enc.memory, enc.keys, enc.mask))
-        logits, state, feed, _ = model.decoder.step(prev, state, memory, keys, mask, feed)
+        memory, keys, mask = (None if x is None else x.expand(n, *x.shape[1:])
+                              for x in (enc.memory, enc.keys, enc.mask))
+        logits, state, feed, _ = model.decoder.step(prev, state, memory, keys, mask, feed)   # one row each
         logp = torch.log_softmax(logits.float(), -1).tolist()
         candidates = [(score + lp, ids + [v], r) for r, (score, ids, _) in enumerate(alive)
                       for v, lp in enumerate(logp[r])]
@@ -53,15 +53,6 @@ def reference_beam(model, src_ids: list[int], limit: int, k: int, alpha: float, 
         alive = [c for c in candidates if c[1][-1] != EOS][:k]
     finished += [(ids, score / length_penalty(limit, alpha), False) for score, ids, _ in alive]
     return sorted(finished, key=lambda h: -h[1])[:nbest]
-
-
-def assert_same(got, want, tie=1e-3):
-    """got (Hypothesis list) equals want ((ids, score, finished) list), but for the order of outputs whose
-    scores tie within `tie` (a batch and a single row round differently)."""
-    assert [h.score for h in got] == pytest.approx([h[1] for h in want], abs=1e-4)
-    for h, (ids, score, ended) in zip(got, want):
-        tied = [(w[0], w[2]) for w in want if abs(w[1] - score) < tie]
-        assert (h.ids, h.finished) == (ids, ended) or (len(tied) > 1 and (h.ids, h.finished) in tied)
 
 
 @pytest.mark.parametrize("att,feed,rnn,layers", [("dot", False, "lstm", 1), ("concat", True, "gru", 1),
@@ -125,7 +116,7 @@ class Scripted:
     class Decoder:
         hidden_size, input_feeding = 2, False
 
-        def step(self, y, state, memory, keys, mask, feed=None, group=1, prepared=None):
+        def step(self, y, state, memory, keys, mask, feed=None, group=1):
             """Return (logits rows x VOCAB, state, None, None); state 1 x rows x 2: (on GOOD's path, position)."""
             on, pos = state[0, :, 0] > 0.5, state[0, :, 1].long()
             good = torch.tensor(Scripted.GOOD + [EOS])
@@ -139,7 +130,10 @@ class Scripted:
 
     decoder = Decoder()
 
-    def encode(self, src, src_len, prepared=None):
+    def step(self, y, state, enc, feed=None, group=1):
+        return self.decoder.step(y, state, enc.memory, enc.keys, enc.mask, feed, group)
+
+    def encode(self, src, src_len):
         n = src.size(0)
         return Encoded(torch.zeros(n, src.size(1), 2), None, src != 0, torch.tensor([[[1.0, 0.0]]]).repeat(1, n, 1))
 
@@ -187,8 +181,9 @@ def test_a_confident_model_keeps_its_best_hypothesis_at_every_beam(confident):
 def test_empty_and_blank_lines_give_the_empty_output_without_decoding(confident):
     tr, pairs = confident
     calls = []
-    real = tr.model.encode
-    tr.model.encode = lambda src, *a, **kw: calls.append(src.size(0)) or real(src, *a, **kw)
+    steps = tr._decoding()                       # what the searches encode with
+    real = steps.encode
+    steps.encode = lambda src, *a, **kw: calls.append(src.size(0)) or real(src, *a, **kw)
     lines = ["", pairs[0][0], "   ", "\t \u3000", pairs[1][0]]
     for options in (SearchOptions(), SearchOptions(beam=3, nbest=2, alpha=0.6),
                     SearchOptions(sample=True, num_samples=3, seed=4)):
@@ -202,7 +197,7 @@ def test_empty_and_blank_lines_give_the_empty_output_without_decoding(confident)
                     assert (o.text, o.score, o.tgt_tokens, o.truncated) == ("", 0.0, [], False)
                     assert o.attention == ([] if attention else None)
             assert out[1][0].text == pairs[0][1] and out[4][0].text == pairs[1][1]
-    del tr.model.encode
+    del steps.encode
     assert [o.text for o in tr.translate(["", ""], batch_size=1)] == ["", ""]
     assert tr.translate([]) == []
 

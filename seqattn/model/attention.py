@@ -7,26 +7,27 @@ from torch import nn
 
 
 class Attention(nn.Module):
-    """score(s_t, h_i) for all i, alpha = softmax over real positions, a_t = sum_i alpha_i h_i.
+    """The query s_t (decoder state) against the keys and values h_1..h_N (encoder states).
 
-    Stateless: the caller computes `keys(memory)` once per source batch and passes it to every
-    call, so the same module serves batched training, greedy steps and beam search.
+    Stateless: the caller computes `keys(memory)` once per source batch and passes it to every call,
+    so the same module serves batched training, greedy steps and beam search.
     """
 
     def __init__(self, score: str, query_size: int, key_size: int):
         super().__init__()
         self.score = score
-        if score == "general":    # s^T W_a h
+        if score == "general":    # score(s, h) = s^T W_a h
             self.w_a = nn.Linear(key_size, query_size, bias=False)
-        elif score == "concat":   # v_a^T tanh(W_a [s; h]) = v_a^T tanh(W_q s + W_k h)
+        elif score == "concat":   # score(s, h) = v_a^T tanh(W_a [s; h]) = v_a^T tanh(W_q s + W_k h)
             self.w_q = nn.Linear(query_size, query_size, bias=True)
             self.w_k = nn.Linear(key_size, query_size, bias=False)
             self.v_a = nn.Linear(query_size, 1, bias=False)
-        elif score != "dot":      # dot: s^T h, needs query_size == key_size
+        elif score != "dot":      # score(s, h) = s^T h, the seed's: needs query_size == key_size
             raise ValueError(f"unknown attention score {score!r}")
 
     def keys(self, memory: torch.Tensor) -> torch.Tensor:
-        """Return the keys to score against: batch x src_len x (query_size) from memory batch x src_len x key_size."""
+        """Return the keys (batch x src_len x query_size) of memory (batch x src_len x key_size): the part of
+        the score that depends on h_i only (W_a h_i, W_k h_i, or h_i itself)."""
         if self.score == "general":
             return self.w_a(memory)
         if self.score == "concat":
@@ -35,15 +36,15 @@ class Attention(nn.Module):
 
     def forward(self, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
                 mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return (context a: batch x T x value_size, weights alpha: batch x T x src_len).
+        """Return (a: batch x T x value_size, alpha: batch x T x src_len).
 
-        query: batch x T x query_size (decoder states s_t), keys: from `keys()`, values:
-        batch x src_len x value_size (encoder states h_i), mask: batch x src_len, True at real tokens.
+        query: batch x T x query_size (decoder states s_t, Q), keys: from `keys()` (K), values:
+        batch x src_len x value_size (encoder states h_i, V), mask: batch x src_len, True at real tokens.
         """
         if self.score == "concat":
             e = self.v_a(torch.tanh(self.w_q(query).unsqueeze(2) + keys.unsqueeze(1))).squeeze(-1)
         else:
-            e = torch.bmm(query, keys.transpose(1, 2))                # e_t,i = s_t . h_i
-        e = e.masked_fill(~mask.unsqueeze(1), float("-inf"))          # padded -> weight exactly 0
-        alpha = torch.softmax(e.float(), dim=-1).to(values.dtype)     # rows sum to 1
-        return torch.bmm(alpha, values), alpha                       # a_t = sum_i alpha_t,i h_i
+            e = torch.bmm(query, keys.transpose(1, 2))              # e_t = [score(s_t, h_1) .. score(s_t, h_N)]
+        e = e.masked_fill(~mask.unsqueeze(1), float("-inf"))        # padded positions -> -inf: weight exactly 0
+        alpha = torch.softmax(e.float(), dim=-1).to(values.dtype)   # alpha_t = softmax(e_t), sums to 1
+        return torch.bmm(alpha, values), alpha                     # a_t = sum_i alpha_t,i h_i

@@ -9,63 +9,18 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..data.tokenizer import PAD
-from .decoder import Decoder, DecoderPrepared
-from .encoder import Encoder, EncoderPrepared
+from .decoder import Decoder
+from .encoder import Encoder
 
 
 @dataclass
 class Encoded:
     """What decoding needs from the source, computed once per batch."""
 
-    memory: torch.Tensor          # the attention values, batch x src_len x *: h_i (enc_out wide), or
-                                  # W_ca h_i when encoded with prepared weights (Decoder.project_memory)
-    keys: torch.Tensor | None     # batch x src_len x * (projected for general/concat)
+    memory: torch.Tensor          # attention's values h_1..h_N: batch x src_len x *
+    keys: torch.Tensor | None     # attention's keys: batch x src_len x * (the memory itself for dot; None: none)
     mask: torch.Tensor            # batch x src_len, True at real tokens
-    state: object                 # decoder initial state: h (and c) layers x batch x dec_hidden
-
-    def select(self, index: torch.Tensor) -> Encoded:
-        """Return the rows `index` (batch' ids) of every tensor, e.g. the sentences still being decoded."""
-        pick = lambda s: s.index_select(1, index)
-        state = tuple(pick(s) for s in self.state) if isinstance(self.state, tuple) else pick(self.state)
-        memory = self.memory.index_select(0, index)
-        keys = memory if self.keys is self.memory else None if self.keys is None else self.keys.index_select(0, index)
-        return Encoded(memory, keys, self.mask.index_select(0, index), state)
-
-    def put(self, index: torch.Tensor, part: Encoded) -> Encoded:
-        """Return this Encoded with rows `index` (part's batch ids) overwritten by part's rows, in place
-        unless part's src_len is longer (then in a copy padded to it). Keys that are the memory stay so."""
-        target = self if part.mask.size(1) <= self.mask.size(1) else Encoded.join([self], span=part.mask.size(1))
-        if part.mask.size(1) < target.mask.size(1):
-            part = Encoded.join([part], span=target.mask.size(1))
-        target.memory.index_copy_(0, index, part.memory)
-        if target.keys is not None and target.keys is not target.memory:
-            target.keys.index_copy_(0, index, part.keys)
-        target.mask.index_copy_(0, index, part.mask)
-        for mine, theirs in zip(*((e.state if isinstance(e.state, tuple) else (e.state,)) for e in (target, part))):
-            mine.index_copy_(1, index, theirs)
-        return target
-
-    @staticmethod
-    def join(parts: list[Encoded], span: int = 0) -> Encoded:
-        """Return the rows of all parts, in order, padded to the longest src_len or span (mask False there)."""
-        span = max([span] + [p.mask.size(1) for p in parts])
-        pad = lambda x: x if x.size(1) == span else torch.cat(   # noqa: E731 (batch x len x ... -> span)
-            [x, x.new_zeros(x.size(0), span - x.size(1), *x.shape[2:])], 1)
-        first = parts[0].state
-        state = (tuple(torch.cat([p.state[i] for p in parts], 1) for i in range(len(first)))
-                 if isinstance(first, tuple) else torch.cat([p.state for p in parts], 1))
-        memory = torch.cat([pad(p.memory) for p in parts])
-        keys = (memory if all(p.keys is p.memory for p in parts) else None if parts[0].keys is None
-                else torch.cat([pad(p.keys) for p in parts]))
-        return Encoded(memory, keys, torch.cat([pad(p.mask) for p in parts]), state)
-
-
-@dataclass
-class Prepared:
-    """What inference derives once from fixed weights (`Seq2Seq.prepare`): the same results, faster."""
-
-    encoder: EncoderPrepared | None
-    decoder: DecoderPrepared
+    state: object                 # the decoder's initial state: h (and c), each layers x batch x dec_hidden
 
 
 class Seq2Seq(nn.Module):
@@ -89,23 +44,26 @@ class Seq2Seq(nn.Module):
                 for emb in (self.encoder.embed, self.decoder.embed):
                     emb.weight[PAD].zero_()
 
-    def prepare(self) -> Prepared:
-        """Return what decoding derives once from the weights (`Encoder.prepare`, `Decoder.prepare`); the
-        modules keep no copy: the caller keeps it while the weights do not change."""
-        return Prepared(self.encoder.prepare(), self.decoder.prepare())
+    def encode(self, src: torch.Tensor, src_len: torch.Tensor) -> Encoded:
+        """Return the Encoded source of src (batch x src_len ids, lengths src_len on the CPU)."""
+        memory, final = self.encoder(src, src_len)
+        return Encoded(memory, self.decoder.keys(memory), src != PAD, self.initial_state(final))
 
-    def encode(self, src: torch.Tensor, src_len: torch.Tensor, prepared: Prepared | None = None) -> Encoded:
-        """Return the Encoded source of src batch x src_len (lengths src_len, on CPU); prepared: `prepare()`."""
-        memory, final = self.encoder(src, src_len, None if prepared is None else prepared.encoder)
+    def initial_state(self, final):
+        """Return the decoder's initial state (h, c) or h, each layers x batch x dec_hidden, from the
+        encoder's final state: the context vector, through the bridge when the sizes differ."""
         states = final if isinstance(final, tuple) else (final,)
         if self.bridge is not None:
             states = tuple(torch.tanh(lin(s)) for lin, s in zip(self.bridge, states))
-        state = states if len(states) == 2 else states[0]
-        state = tuple(s.contiguous() for s in state) if isinstance(state, tuple) else state.contiguous()
-        values = self.decoder.project_memory(memory, None if prepared is None else prepared.decoder)
-        return Encoded(values, self.decoder.keys(memory), src != PAD, state)
+        return states if len(states) == 2 else states[0]
 
     def forward(self, src: torch.Tensor, src_len: torch.Tensor, tgt_in: torch.Tensor):
-        """Return (logits batch x tgt_len x tgt_vocab, attention batch x tgt_len x src_len or None)."""
+        """Return (logits batch x tgt_len x tgt_vocab, attention batch x tgt_len x src_len or None) under
+        teacher forcing (tgt_in: batch x tgt_len, <sos> first)."""
         enc = self.encode(src, src_len)
         return self.decoder(tgt_in, enc.memory, enc.mask, enc.state, enc.keys)
+
+    def step(self, y_prev: torch.Tensor, state, enc: Encoded, feed: torch.Tensor | None = None, group: int = 1):
+        """One decoding step (`Decoder.step`) against the encoded source enc, one row of it per `group`
+        rows of y_prev: return (logits rows x vocab, new state, s~_t rows x hidden, weights or None)."""
+        return self.decoder.step(y_prev, state, enc.memory, enc.keys, enc.mask, feed, group)

@@ -1,4 +1,5 @@
-"""Running the RNNs: float32 under autocast, and a packed-sequence training path for the CPU.
+"""Running the RNNs: float32 under autocast, a packed-sequence training path for the CPU, and the
+one-layer LSTM encoder of inference from an input-projection table.
 
 torch's own packed LSTM/GRU on the CPU computes the input projections of all steps at once and then
 takes each step's rows with `narrow`; in the backward pass every one of those slices is turned into a
@@ -20,20 +21,36 @@ from torch.nn.utils.rnn import PackedSequence
 
 from .dropout import cpu_dropout
 
-RNNS = {"lstm": nn.LSTM, "gru": nn.GRU}
 # packed LSTM training: leading steps shared by all rows go to torch's fused LSTM when there are at least
 # this many (a fused call costs about 1.3 ms more than a step of seqattn's loop, forward + backward, 2 cores)
 FUSED_MIN_STEPS = 4
 TABLE_MAX = 32 * 2**20     # elements of an input-projection table (encoder or decoder; float32: 128 MiB)
 # Under CUDA autocast torch runs cuDNN's RNNs in fp16 (not bf16), re-casting their weights on every call
-# and without loss scaling; run_rnn runs them in float32 instead (TF32 in cuDNN), the rest stays bf16.
+# and without loss scaling; the fast RNNs run them in float32 instead (TF32 in cuDNN), the rest stays bf16.
 RNN_FLOAT32_UNDER_AUTOCAST = True
 
 
-def run_rnn(rnn: nn.Module, x, state=None):
-    """Return rnn(x, state) for x a batch-first tensor or a PackedSequence, in the RNN precision (see
-    `in_rnn_precision`); on the CPU with gradients and a packed x from a zero state, through `packed_rnn`."""
-    return in_rnn_precision(lambda x, state: _run(rnn, x, state), x, state)
+class _FastRNN:
+    """What FastLSTM and FastGRU add to torch's module: the same function, in float32 under autocast,
+    and through `packed_rnn` for a packed input from a zero state on the CPU with gradients."""
+
+    def forward(self, x, hx=None):
+        """Return what nn.LSTM / nn.GRU return for (x, hx)."""
+        return in_rnn_precision(self._forward, x, hx)
+
+    def _forward(self, x, hx):
+        if (isinstance(x, PackedSequence) and hx is None and x.data.device.type == "cpu" and torch.is_grad_enabled()
+                and self.bias and not getattr(self, "proj_size", 0)):
+            return packed_rnn(self, x)
+        return super().forward(x, hx)
+
+
+class FastLSTM(_FastRNN, nn.LSTM):
+    """nn.LSTM, faster to train on the CPU (`packed_rnn`), in float32 under autocast."""
+
+
+class FastGRU(_FastRNN, nn.GRU):
+    """nn.GRU, faster to train on the CPU (`packed_rnn`), in float32 under autocast."""
 
 
 def in_rnn_precision(fn, x, state):
@@ -47,13 +64,6 @@ def in_rnn_precision(fn, x, state):
         state = tuple(s.float() for s in state) if isinstance(state, tuple) else state.float()
     with torch.autocast(data.device.type, enabled=False):
         return fn(x.float() if data.is_floating_point() else x, state)
-
-
-def _run(rnn: nn.Module, x, state):
-    if (isinstance(x, PackedSequence) and state is None and x.data.device.type == "cpu" and torch.is_grad_enabled()
-            and type(rnn) in (nn.LSTM, nn.GRU) and rnn.bias and not getattr(rnn, "proj_size", 0)):
-        return packed_rnn(rnn, x)
-    return rnn(x, state)
 
 
 def packed_rnn(rnn: nn.LSTM | nn.GRU, packed: PackedSequence):

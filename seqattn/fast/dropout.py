@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 
-class Dropout(nn.Dropout):
+class FastDropout(nn.Dropout):
     """nn.Dropout, with the CPU mask made by `cpu_dropout` (about half the cost of torch's, forward and
     backward). On other devices it is torch's fused dropout. Same expectation, the global generator.
     """

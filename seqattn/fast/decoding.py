@@ -1,0 +1,219 @@
+"""Decoding with what inference derives once from fixed weights: the same results as the model's own
+`encode` and `step`, faster.
+
+- Decoder input table: the first RNN layer's input projection of every target id (embedding @ W_ih^T
+  + biases); a step gathers one row per sentence instead of multiplying by W_ih (a third of the LSTM's
+  product at the Multi30k size). The RNN then runs as torch's cell functions (nn.LSTM on one step spends
+  more time preparing its weights than computing, about 2x slower), as it does where no table applies.
+- Packed products (CPU, float32): W_hh, the output layer W_y and both halves of W_c reordered once for
+  oneDNN (`onednn.PackedLinear`).
+- The split of W_c: s~_t = tanh(W_cs s_t + b_c + W_ca a_t), and W_ca a_t = sum_i alpha_t,i (W_ca h_i), so
+  W_ca multiplies the memory once per batch (`encode`) instead of a_t at every step and beam.
+- Encoder tables (one-layer LSTM encoder, CPU, float32): each source id's input projection computed the
+  first time it is met, both directions in one loop (`rnn.lstm_from_tables`).
+
+Each part applies only to the module types and the model code it was written for (`check.written_for`);
+elsewhere the model's own code runs: an edited attention, for instance, leaves the W_c split out and
+keeps the rest.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..data.tokenizer import PAD
+from ..model.attention import Attention
+from ..model.decoder import Decoder
+from ..model.encoder import Encoder
+from ..model.seq2seq import Encoded, Seq2Seq
+from .check import written_for
+from .onednn import PackedLinear, pack
+from .rnn import TABLE_MAX, FastGRU, FastLSTM, gate_order, in_rnn_precision, lstm_from_tables
+from .training import FastEncoder
+
+LSTMS, GRUS = (nn.LSTM, FastLSTM), (nn.GRU, FastGRU)
+
+
+class EncoderTables:
+    """W_hh of each direction of a one-layer LSTM encoder, packed, and a table of every id's input
+    projection, (directions*vocab) x 4*hidden, gates i f o g, whose rows are computed as ids first occur
+    (`cover`): test2016 meets a quarter of the vocabulary (2,116 of 8,001)."""
+
+    def __init__(self, embed: torch.Tensor, w_ih: torch.Tensor, bias: torch.Tensor, hh: list[PackedLinear]):
+        self.embed, self.w_ih, self.bias, self.hh = embed, w_ih, bias, hh   # w_ih, bias: directions stacked
+        self.gates = w_ih.size(0) // len(hh)
+        self.table = embed.new_empty(len(hh) * embed.size(0), self.gates)
+        self.filled = torch.zeros(embed.size(0), dtype=torch.bool, device=embed.device)
+
+    @classmethod
+    @torch.no_grad()
+    def of(cls, encoder: nn.Module) -> EncoderTables | None:
+        """Return the tables of encoder, or None where they do not apply: not seqattn's Encoder as written,
+        not a one-layer LSTM with biases, not float32 on the CPU, a table over TABLE_MAX elements."""
+        rnn = encoder.rnn
+        if (type(encoder) not in (Encoder, FastEncoder) or not written_for("encoder_tables") or type(rnn) not in LSTMS
+                or rnn.num_layers != 1 or not rnn.bias or rnn.proj_size
+                or encoder.embed.num_embeddings * 4 * rnn.hidden_size * encoder.directions > TABLE_MAX):
+            return None
+        suffixes = ("", "_reverse")[: encoder.directions]
+        hh = [pack(gate_order(getattr(rnn, f"weight_hh_l0{x}"))) for x in suffixes]
+        if any(h is None for h in hh):
+            return None
+        snapshot = lambda name: torch.cat([gate_order(getattr(rnn, f"{name}_l0{x}")) for x in suffixes])  # noqa: E731
+        return cls(encoder.embed.weight.detach().clone(), snapshot("weight_ih"),
+                   snapshot("bias_ih") + snapshot("bias_hh"), hh)
+
+    def cover(self, ids: torch.Tensor) -> torch.Tensor:
+        """Return the table with the rows of ids (any shape) computed."""
+        need = ids.unique()
+        need = need[~self.filled[need]]
+        if len(need):
+            proj = torch.addmm(self.bias, self.embed.index_select(0, need), self.w_ih.t())
+            vocab = self.embed.size(0)
+            for d in range(len(self.hh)):
+                self.table[d * vocab + need] = proj[:, d * self.gates : (d + 1) * self.gates]
+            self.filled[need] = True
+        return self.table
+
+    def __call__(self, src: torch.Tensor, src_len: torch.Tensor):
+        """Return what Encoder.forward returns (eval mode): (memory batch x src_len x out_size, (h, c))."""
+        memory, h, c = lstm_from_tables(src, src_len, self.cover(src), self.hh)
+        return memory, (h.unsqueeze(0), c.unsqueeze(0))
+
+
+class Decoding:
+    """The model's `encode` and `step` (the interface the searches call), from weights derived once.
+
+    A snapshot: it does not follow later changes of the weights, so whoever knows they are fixed keeps it
+    (`Translator`); the model keeps no copy. It takes its own paths only in inference (eval mode, no
+    gradients); `paths` names those that apply to this model.
+    """
+
+    @torch.no_grad()
+    def __init__(self, model: Seq2Seq):
+        self.model = model
+        dec, rnn = model.decoder, model.decoder.rnn
+        own = type(model) is Seq2Seq and type(dec) is Decoder
+        step_ok = own and written_for("decoder_step")
+        self.encode_ok = encode_ok = own and written_for("encode")
+        self.encoder = EncoderTables.of(model.encoder) if encode_ok else None
+        self.cells = step_ok and type(rnn) in LSTMS + GRUS and not getattr(rnn, "proj_size", 0)
+        lstm = type(rnn) in LSTMS
+        self.table = self.hh = None
+        if self.cells and not dec.input_feeding and rnn.bias and dec.embed.num_embeddings * rnn.weight_ih_l0.size(0) \
+                <= TABLE_MAX:
+            self.hh = pack(gate_order(rnn.weight_hh_l0) if lstm else rnn.weight_hh_l0, None if lstm else rnn.bias_hh_l0)
+            self.table = self._input_table(ifog=self.hh is not None)
+        self.context = self.combine = None
+        if (encode_ok and step_ok and type(dec.attention) is Attention and type(dec.combine) is nn.Linear
+                and written_for("split_combine")):
+            w_ca, w_cs = dec.combine.weight.split([dec.combine.in_features - dec.hidden_size, dec.hidden_size], 1)
+            self.context, self.combine = pack(w_ca), pack(w_cs, dec.combine.bias)
+            if self.context is None or self.combine is None:
+                self.context = self.combine = None
+        self.out = pack(dec.out.weight, dec.out.bias) if step_ok and type(dec.out) is nn.Linear else None
+        names = {"encode": encode_ok, "encoder_tables": self.encoder, "decoder_cells": self.cells,
+                 "decoder_table": self.table, "packed_hh": self.hh, "split_combine": self.combine,
+                 "packed_out": self.out}
+        self.paths = [name for name, part in names.items() if part is not None and part is not False]
+
+    def _applies(self) -> bool:
+        return not self.model.training and not torch.is_grad_enabled()
+
+    def encode(self, src: torch.Tensor, src_len: torch.Tensor) -> Encoded:
+        """Return `Seq2Seq.encode(src, src_len)`, its memory multiplied by W_ca when the W_c split applies
+        (only this object's `step` reads it so)."""
+        model = self.model
+        if not self._applies() or not self.encode_ok:
+            return model.encode(src, src_len)
+        memory, final = self.encoder(src, src_len) if self.encoder is not None else model.encoder(src, src_len)
+        values = memory if self.context is None else self.context(memory)
+        return Encoded(values, model.decoder.keys(memory), src != PAD, model.initial_state(final))
+
+    def step(self, y_prev: torch.Tensor, state, enc: Encoded, feed: torch.Tensor | None = None, group: int = 1):
+        """Return `Seq2Seq.step(y_prev, state, enc, feed, group)` for enc from this object's `encode`."""
+        if not self._applies():
+            return self.model.step(y_prev, state, enc, feed, group)
+        dec = self.model.decoder
+        if self.table is not None:      # the first layer's input projection of y_prev, looked up
+            s, state = in_rnn_precision(self._cells, y_prev, state)
+        elif self.cells:
+            x = dec.embed(y_prev)
+            if dec.input_feeding:
+                x = torch.cat([x, feed], dim=-1)
+            s, state = in_rnn_precision(self._cells, x, state)
+        else:
+            return self.model.step(y_prev, state, enc, feed, group)
+        s = s.view(-1, group, s.size(-1))
+        if self.combine is not None:    # the memory holds W_ca h_i: the attention yields W_ca a_t
+            a, alpha = dec.attention(s, enc.keys, enc.memory, enc.mask)
+            s_tilde = torch.tanh(self.combine(s, add=a))
+        else:
+            s_tilde, alpha = dec.attend(s, enc.memory, enc.keys, enc.mask)
+        s_tilde = s_tilde.reshape(-1, s_tilde.size(-1))
+        logits = self.out(s_tilde) if self.out is not None else dec.out(s_tilde)
+        return logits, state, s_tilde, None if alpha is None else alpha.reshape(-1, alpha.size(-1))
+
+    def _cells(self, x: torch.Tensor, state):
+        """Return (top-layer output rows x hidden, new state) of the decoder RNN's cells on x (rows x in),
+        or with the input table on x = the previous output ids (rows)."""
+        rnn = self.model.decoder.rnn
+        lstm = type(rnn) in LSTMS
+        hs, cs = [], []
+        for layer in range(rnn.num_layers):
+            w = [getattr(rnn, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")] \
+                if rnn.bias else [getattr(rnn, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh")]
+            if layer == 0 and self.table is not None:
+                h, c = _cell_from_projection(self.table.index_select(0, x), state[0][0] if lstm else state[0],
+                                             state[1][0] if lstm else None, w[1], w[3], lstm, self.hh)
+                if lstm:
+                    cs.append(c)
+            elif lstm:
+                h, c = torch.lstm_cell(x, (state[0][layer], state[1][layer]), *w)
+                cs.append(c)
+            else:
+                h = torch.gru_cell(x, state[layer], *w)
+            hs.append(h)
+            x = h
+        stack = lambda xs: xs[0].unsqueeze(0) if len(xs) == 1 else torch.stack(xs)   # noqa: E731 (one layer: no copy)
+        return x, ((stack(hs), stack(cs)) if lstm else stack(hs))
+
+    def _input_table(self, ifog: bool) -> torch.Tensor:
+        """Return the decoder RNN's first-layer input projection of every target id, vocab x gates*hidden
+        (embedding @ W_ih^T + b_ih, and + b_hh for an LSTM), in float32; ifog: an LSTM's gates in the order
+        i, f, o, g (`rnn.gate_order`) instead of torch's i, f, g, o."""
+        dec = self.model.decoder
+        rnn = dec.rnn
+        params = (dec.embed.weight, rnn.weight_ih_l0, rnn.bias_ih_l0, rnn.bias_hh_l0)
+        with torch.autocast(params[0].device.type, enabled=False):   # float32, as the RNN runs
+            emb, w_ih, b_ih, b_hh = (p.float() for p in params)
+            if type(rnn) not in LSTMS:
+                return torch.addmm(b_ih, emb, w_ih.t())
+            order = gate_order if ifog else (lambda w: w)
+            return torch.addmm(order(b_ih + b_hh), emb, order(w_ih).t())
+
+
+def _cell_from_projection(gx: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None, w_hh: torch.Tensor,
+                          b_hh: torch.Tensor, lstm: bool, hh: PackedLinear | None = None):
+    """Return the LSTM's (h, c) or the GRU's h after one step, given the input projection gx (batch x
+    gates*hidden, with the biases the input table folds in) and the previous h, c (batch x hidden); hh:
+    W_hh packed (an LSTM's gates then in the order i, f, o, g, in place: three fewer element-wise
+    operations), else w_hh and b_hh multiply as they are."""
+    if lstm and hh is not None:
+        gates = hh(h, add=gx)
+        size = gates.size(1) // 4
+        gates[:, : 3 * size].sigmoid_()
+        gates[:, 3 * size :].tanh_()
+        i, f, o, g = gates.chunk(4, 1)
+        c = torch.addcmul(f * c, i, g)
+        return o * torch.tanh(c), c
+    if lstm:
+        i, f, g, o = torch.addmm(gx, h, w_hh.t()).chunk(4, 1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c), c
+    x_r, x_z, x_n = gx.chunk(3, 1)
+    h_r, h_z, h_n = (hh(h) if hh is not None else torch.addmm(b_hh, h, w_hh.t())).chunk(3, 1)
+    r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
+    n = torch.tanh(x_n + r * h_n)
+    return n + z * (h - n), None
