@@ -33,7 +33,7 @@ def _progress_callback(total: int | None, desc: str):
             bar.write(f"step {info['step']}: valid loss {info['loss']:.3f} ppl {info['ppl']:.2f} "
                       f"BLEU {info['bleu']:.2f} chrF {info['chrf']:.2f} exact {info['exact']:.1f}%"
                       f"{'  (best)' if info['best'] else ''}", file=sys.stderr)
-        elif kind in ("info", "end") and "message" in info:
+        elif kind in ("info", "averaged", "end") and "message" in info:
             bar.write(info["message"], file=sys.stderr)
 
     return callback, bar.close
@@ -113,7 +113,8 @@ def _add_search_args(p: argparse.ArgumentParser, nbest: bool) -> None:
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model_dir")
-    p.add_argument("--checkpoint", help="checkpoint file in the model directory, or any path (default best.pt)")
+    p.add_argument("--checkpoint", help="checkpoint file in the model directory, or any path (default: "
+                   "averaged.pt when training kept one, else best.pt)")
     p.add_argument("--batch-size", type=_positive_int, default=64, help="sentences decoded together")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--quantize", choices=["int8"], help="int8 dynamic quantization of the linear and LSTM "

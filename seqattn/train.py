@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from .checkpoint import atomic_write, average_checkpoints, load_checkpoint, save_checkpoint
 from .config import Config, TrainConfig, config_to_dict, load_config, save_config
 from .data.batching import Batch, collate, token_batches
 from .data.binarized import BinarizedBatches
@@ -27,7 +27,7 @@ from .translator import Translator, build_model
 
 Callback = Callable[[str, dict], None]
 HIGHER_IS_BETTER = {"bleu": True, "chrf": True, "exact": True, "loss": False, "ppl": False}
-RUN_FILES = ("last.pt", "best.pt", "train_log.jsonl", "tensorboard", "step_*.pt")
+RUN_FILES = ("last.pt", "best.pt", "averaged.pt", "train_log.jsonl", "tensorboard", "step_*.pt")
 STOP_REASONS = [None, "max_steps", "max_epochs", "max_minutes", "early_stopping"]
 
 
@@ -323,8 +323,8 @@ class Trainer:
         return loss
 
     @torch.no_grad()
-    def validate(self) -> dict:
-        """Return validation loss, perplexity, greedy BLEU and chrF, and append them to the history."""
+    def validate(self, record: bool = True) -> dict:
+        """Return validation loss, perplexity, greedy BLEU and chrF, and (record) append them to the history."""
         self.model.eval()
         total, tokens = 0.0, 0
         for batch in self.data.valid:
@@ -337,8 +337,31 @@ class Trainer:
         result = {"step": self.progress.step, "loss": loss, "ppl": math.exp(min(loss, 50)),
                   "bleu": metrics["bleu"], "chrf": metrics["chrf"], "exact": metrics["exact"],
                   "lr": self.optimizer.param_groups[0]["lr"], "minutes": self.progress.elapsed / 60}
-        self.progress.history.append(result)
+        if record:
+            self.progress.history.append(result)
         return result
+
+    def _average_last(self) -> None:
+        """Average the kept step_*.pt (train.keep_last >= 2) into averaged.pt when its validation metric is
+        better than best.pt's; log which checkpoint `translate` will use."""
+        t, p = self.cfg.train, self.progress
+        kept = sorted(self.dir.glob("step_*.pt"), key=lambda f: int(f.stem[5:]) if f.stem[5:].isdigit() else -1)
+        if t.keep_last < 2 or len(kept) < 2 or not self.data.valid or p.best is None:
+            return
+        trained = {k: v.clone() for k, v in self.model.state_dict().items()}
+        averaged = average_checkpoints(kept)
+        self.model.load_state_dict(averaged["model"])
+        result = self.validate(record=False)
+        self.model.load_state_dict(trained)
+        value, metric = result[t.valid_metric], t.valid_metric
+        better = value > p.best if HIGHER_IS_BETTER[metric] else value < p.best
+        steps = f"steps {kept[0].stem[5:]}-{kept[-1].stem[5:]}"
+        if better:
+            save_checkpoint({**averaged, "step": p.step, "metrics": result}, self.dir / "averaged.pt")
+        self._log("averaged", {"step": p.step, "checkpoints": len(kept), metric: value, "better": better,
+                               "message": f"the last {len(kept)} checkpoints averaged ({steps}): valid {metric} "
+                                          f"{value:.2f} against best.pt's {p.best:.2f}; translate uses "
+                                          f"{'averaged.pt' if better else 'best.pt'}"})
 
     def _after_validation(self, result: dict) -> bool:
         """Update best / early stopping / plateau from result; return whether it is the best so far."""
@@ -400,6 +423,8 @@ class Trainer:
             self._log("info", {"step": p.step, "message": f"dropped {self.data.dropped} training pairs longer "
                                                           f"than data.max_len={self.cfg.data.max_len} or empty"})
         self.model.train()
+        if self.dist.main:   # an averaged.pt of weights before this run would no longer be what training ends with
+            (self.dir / "averaged.pt").unlink(missing_ok=True)
         validated_at = p.step
         win_tokens, win_loss, win_start = 0, 0.0, time.perf_counter()
         reason = self._agreed_stop()
@@ -437,6 +462,8 @@ class Trainer:
                 reason = self._agreed_stop()
         if validated_at != p.step:
             self._validate_and_save()
+        if self.dist.main:
+            self._average_last()
         self._log("end", {"step": p.step, "reason": reason, "best": p.best, "best_step": p.best_step,
                           "minutes": p.elapsed / 60})
         if self._tb is not None:

@@ -110,15 +110,17 @@ class Translator:
     @classmethod
     def load(cls, model_dir: str | Path, device: str = "auto", checkpoint: str | None = None,
              quantize: str | None = None) -> Translator:
-        """Return the Translator of a model directory (its best checkpoint, else its last, or the given one:
-        a file name inside model_dir or any path); quantize='int8' for int8 CPU decoding."""
+        """Return the Translator of a model directory (its averaged checkpoint when training found it better
+        than the best one, else its best, else its last, or the given one: a file name inside model_dir or any
+        path); quantize='int8' for int8 CPU decoding."""
         model_dir = Path(model_dir)
         if not model_dir.is_dir():
             raise SeqattnError(f"{model_dir}: model directory not found")
         cfg = load_config(model_dir / "config.yaml")
         tokenizers = Tokenizers.load(model_dir)
         if checkpoint is None:
-            checkpoint = "best.pt" if (model_dir / "best.pt").exists() else "last.pt"
+            checkpoint = next(name for name in ("averaged.pt", "best.pt", "last.pt")
+                              if (model_dir / name).exists() or name == "last.pt")
         path = model_dir / checkpoint if (model_dir / checkpoint).exists() else Path(checkpoint)
         dev = pick_device(device)
         model = build_model(cfg, tokenizers, initialise=False)

@@ -1,5 +1,7 @@
 """Training: a small model learns, resume is exact, checkpoints are atomic and safe to load."""
 
+import json
+
 import pytest
 import torch
 from conftest import reverse_pairs, write_tiny_config
@@ -87,3 +89,40 @@ def test_load_checkpoint_never_unpickles_objects(tmp_path):
     (tmp_path / "trunc.pt").write_bytes((tmp_path / "evil.pt").read_bytes()[:50])
     with pytest.raises(SeqattnError, match="trunc.pt: not a valid seqattn checkpoint"):
         load_checkpoint(tmp_path / "trunc.pt")
+
+
+@pytest.mark.parametrize("better", [True, False])
+def test_the_last_checkpoints_are_averaged_when_that_beats_best(tmp_path, monkeypatch, better):
+    """With keep_last >= 2 training ends by scoring the average of the kept step_*.pt on validation: kept as
+    averaged.pt (which translate then loads) only when it beats best.pt, and the log says which one is used.
+    The averaged score is forced above or below best to take each branch; resuming drops a stale average."""
+    real = Trainer.validate
+    forced = []
+
+    def validate(self, record=True):
+        result = real(self, record)
+        if not record:   # the averaged weights: say they score above or below the best
+            result["bleu"] = self.progress.best + (1.0 if better else -1.0)
+            forced.append(result["bleu"])
+        return result
+
+    monkeypatch.setattr(Trainer, "validate", validate)
+    pairs = reverse_pairs(40, seed=4)
+    path = write_tiny_config(tmp_path, pairs, train__max_steps=60, train__valid_every=20, train__keep_last=3)
+    Trainer(load_config(path)).run()
+    model = tmp_path / "model"
+    steps = sorted(model.glob("step_*.pt"))
+    assert len(steps) == 3 and len(forced) == 1
+    log = [r for r in map(json.loads, (model / "train_log.jsonl").read_text().splitlines()) if r["kind"] == "averaged"]
+    assert len(log) == 1 and log[0]["better"] is better and log[0]["checkpoints"] == 3
+    assert log[0]["message"].endswith("translate uses " + ("averaged.pt" if better else "best.pt"))
+    assert (model / "averaged.pt").exists() is better
+    loaded = Translator.load(model, device="cpu").model.state_dict()
+    mean = sum(load_checkpoint(p)["model"]["decoder.out.weight"] for p in steps) / 3
+    best = load_checkpoint(model / "best.pt")["model"]["decoder.out.weight"]
+    assert torch.allclose(loaded["decoder.out.weight"], mean if better else best, atol=1e-6)
+    if better:   # a resumed run that goes on first removes the average of the weights it moves away from
+        monkeypatch.setattr(Trainer, "validate", real)
+        more = write_tiny_config(tmp_path, pairs, train__max_steps=70, train__valid_every=20, train__keep_last=0)
+        Trainer(load_config(more), resume=True).run()
+        assert not (model / "averaged.pt").exists()
