@@ -121,6 +121,12 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    "layers (CPU decoding: about 2x faster)")
 
 
+def _add_ensemble_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ensemble", nargs="+", metavar="MODEL", help="more model directories or checkpoint files "
+                   "decoding with MODEL_DIR's model, their log-probabilities averaged at every step (they must "
+                   "share its vocabularies; a checkpoint outside a model directory takes MODEL_DIR's config)")
+
+
 def _positive_int(text: str) -> int:
     """Return text as an int of at least 1 (argparse turns the ValueError into a one-line usage error)."""
     value = int(text)
@@ -135,7 +141,7 @@ def cmd_translate(args) -> int:
 
     options = _search_options(args)
     translator = Translator.load(args.model_dir, device=args.device, checkpoint=args.checkpoint,
-                                 quantize=args.quantize)
+                                 quantize=args.quantize, ensemble=args.ensemble)
     freeze_loaded_objects()
     lines = _read_input(args.input)
     results = translator.translate_n(lines, batch_size=args.batch_size, attention=bool(args.attention),
@@ -167,7 +173,7 @@ def cmd_evaluate(args) -> int:
     options = _search_options(args)
     src, ref = read_parallel(args.src, args.ref)
     translator = Translator.load(args.model_dir, device=args.device, checkpoint=args.checkpoint,
-                                 quantize=args.quantize)
+                                 quantize=args.quantize, ensemble=args.ensemble)
     freeze_loaded_objects()
     hyps = [r.text for r in translator.translate(src, batch_size=args.batch_size, options=options)]
     metrics = score(hyps, ref)
@@ -274,7 +280,7 @@ def cmd_serve(args) -> int:
     from .serve.app import Limits, create_app
     from .translator import Translator
 
-    translator = Translator.load(args.model_dir, device=args.device, quantize=args.quantize)
+    translator = Translator.load(args.model_dir, device=args.device, quantize=args.quantize, ensemble=args.ensemble)
     freeze_loaded_objects()
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"seqattn: warning: listening on {args.host}: reachable from other machines, with no "
@@ -347,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("translate", help="translate stdin or --input with a trained model")
     _add_model_args(tr)
+    _add_ensemble_arg(tr)
     tr.add_argument("--input", "-i", help="input file (.txt or .gz); default stdin")
     tr.add_argument("--attention", metavar="FILE.json", help="write tokens and attention matrices as JSON")
     _add_search_args(tr, nbest=True)
@@ -354,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="BLEU, chrF and exact match of a model on a test set")
     _add_model_args(e)
+    _add_ensemble_arg(e)
     e.add_argument("--src", required=True)
     e.add_argument("--ref", required=True)
     e.add_argument("--output", "-o", help="also write the translations here")
@@ -389,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     sv.add_argument("--quantize", choices=["int8"], help="int8 dynamic quantization (CPU)")
+    _add_ensemble_arg(sv)
     sv.add_argument("--max-body-bytes", type=int, default=1 << 20)
     sv.add_argument("--max-chars", type=int, default=2000, help="characters per text")
     sv.add_argument("--max-texts", type=int, default=64, help="texts per request")

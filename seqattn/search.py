@@ -14,12 +14,34 @@ from .model.seq2seq import Encoded, Seq2Seq
 
 
 class Steps(Protocol):
-    """What the searches decode with: `Seq2Seq` itself, or `fast.Decoding` of it (the same results)."""
+    """What the searches decode with: `Seq2Seq` itself, `fast.Decoding` of it (the same results), or an
+    `Ensemble` of several (whose encoded sources, states and feeds are tuples, one entry per model)."""
 
     def encode(self, src: torch.Tensor, src_len: torch.Tensor) -> Encoded: ...
 
+    def initial_feed(self, rows: int, device: torch.device) -> torch.Tensor | None: ...
+
     def step(self, y_prev: torch.Tensor, state, enc: Encoded, feed: torch.Tensor | None = None,
              group: int = 1): ...
+
+
+def _map(fn, tree):
+    """Return tree (a tensor, None, or a tuple of trees: an LSTM's (h, c), an ensemble's members) with fn
+    applied to every tensor."""
+    if tree is None:
+        return None
+    return tuple(_map(fn, t) for t in tree) if isinstance(tree, tuple) else fn(tree)
+
+
+def _put_rows(tree, dim: int, index: torch.Tensor, new) -> None:
+    """Write new's tensors into tree's (same structure; None in new: nothing to write) at index along dim."""
+    if new is None:
+        return
+    if isinstance(tree, tuple):
+        for mine, theirs in zip(tree, new):
+            _put_rows(mine, dim, index, theirs)
+    else:
+        tree.index_copy_(dim, index, new)
 
 
 @dataclass
@@ -32,20 +54,37 @@ class Hypothesis:
     finished: bool                  # reached <eos> (else stopped at the length limit)
 
 
+def _pick_rows(tree, index: torch.Tensor, dim: int = 0):
+    """Return the rows `index` along dim of every tensor of tree (see `_map`)."""
+    return _map(lambda t: t.index_select(dim, index), tree)
+
+
 def _pick_state(state, index: torch.Tensor):
-    """Return the rows `index` of a decoder state (h, c) or h, each layers x batch x hidden."""
-    return tuple(s.index_select(1, index) for s in state) if isinstance(state, tuple) else state.index_select(1, index)
+    """Return the rows `index` of a decoder state (h, c) or h, each layers x batch x hidden (or a tuple of
+    them, an ensemble's)."""
+    return _pick_rows(state, index, 1)
 
 
-def select(enc: Encoded, index: torch.Tensor) -> Encoded:
-    """Return the rows `index` (batch' ids) of every tensor of enc, e.g. the sentences still being decoded."""
+def _state_of(enc: Encoded | tuple):
+    """Return enc's decoder state (an ensemble's tuple of Encoded: the tuple of their states)."""
+    return tuple(_state_of(e) for e in enc) if isinstance(enc, tuple) else enc.state
+
+
+def select(enc: Encoded | tuple, index: torch.Tensor) -> Encoded | tuple:
+    """Return the rows `index` (batch' ids) of every tensor of enc (or of each Encoded of an ensemble's
+    tuple), e.g. the sentences still being decoded."""
+    if isinstance(enc, tuple):
+        return tuple(select(e, index) for e in enc)
     memory = enc.memory.index_select(0, index)
     keys = memory if enc.keys is enc.memory else None if enc.keys is None else enc.keys.index_select(0, index)
     return Encoded(memory, keys, enc.mask.index_select(0, index), _pick_state(enc.state, index))
 
 
-def join(parts: list[Encoded], span: int = 0) -> Encoded:
-    """Return the rows of all parts, in order, padded to the longest src_len or span (mask False there)."""
+def join(parts: list, span: int = 0) -> Encoded | tuple:
+    """Return the rows of all parts (Encoded, or an ensemble's tuples of them), in order, padded to the
+    longest src_len or span (mask False there)."""
+    if isinstance(parts[0], tuple):
+        return tuple(join(list(member), span) for member in zip(*parts))
     span = max([span] + [p.mask.size(1) for p in parts])
     pad = lambda x: x if x.size(1) == span else torch.cat(   # noqa: E731 (batch x len x ... -> span)
         [x, x.new_zeros(x.size(0), span - x.size(1), *x.shape[2:])], 1)
@@ -58,9 +97,12 @@ def join(parts: list[Encoded], span: int = 0) -> Encoded:
     return Encoded(memory, keys, torch.cat([pad(p.mask) for p in parts]), state)
 
 
-def put(enc: Encoded, index: torch.Tensor, part: Encoded) -> Encoded:
+def put(enc: Encoded | tuple, index: torch.Tensor, part: Encoded | tuple) -> Encoded | tuple:
     """Return enc with rows `index` (part's batch ids) overwritten by part's rows, in place unless part's
-    src_len is longer (then in a copy padded to it). Keys that are the memory stay so."""
+    src_len is longer (then in a copy padded to it). Keys that are the memory stay so. An ensemble's
+    tuples: each member's."""
+    if isinstance(enc, tuple):
+        return tuple(put(e, index, p) for e, p in zip(enc, part))
     target = enc if part.mask.size(1) <= enc.mask.size(1) else join([enc], span=part.mask.size(1))
     if part.mask.size(1) < target.mask.size(1):
         part = join([part], span=target.mask.size(1))
@@ -68,8 +110,7 @@ def put(enc: Encoded, index: torch.Tensor, part: Encoded) -> Encoded:
     if target.keys is not None and target.keys is not target.memory:
         target.keys.index_copy_(0, index, part.keys)
     target.mask.index_copy_(0, index, part.mask)
-    for mine, theirs in zip(*((e.state if isinstance(e.state, tuple) else (e.state,)) for e in (target, part))):
-        mine.index_copy_(1, index, theirs)
+    _put_rows(target.state, 1, index, part.state)
     return target
 
 
@@ -83,12 +124,9 @@ def length_penalty(length: torch.Tensor | int, alpha: float):
     return ((5.0 + length) / 6.0) ** alpha
 
 
-def _start(model: Seq2Seq, enc: Encoded, rows: int):
-    """Return (first input ids <sos> (rows), initial input-feeding vector or None)."""
-    dec = model.decoder
-    y = torch.full((rows,), SOS, dtype=torch.long, device=enc.memory.device)
-    feed = enc.memory.new_zeros(rows, dec.hidden_size) if dec.input_feeding else None
-    return y, feed
+def _start(steps: Steps, rows: int, device: torch.device):
+    """Return (first input ids <sos> (rows), the initial input-feeding vectors: `steps.initial_feed`)."""
+    return torch.full((rows,), SOS, dtype=torch.long, device=device), steps.initial_feed(rows, device)
 
 
 def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
@@ -191,11 +229,12 @@ def greedy(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_len: to
     out_len = limit_of.clone()
     score = torch.zeros(b, device=device)
     enc, rows = sources.take(width)            # each decoding sentence's row of src
-    y, feed = _start(model, enc, len(rows))    # its last output id (<sos> first), input feeding's s~
+    state = _state_of(enc)                     # its decoder state
+    y, feed = _start(steps, len(rows), device)  # its last output id (<sos> first), input feeding's s~
     pos = torch.zeros_like(rows)               # its output position
     done = torch.zeros_like(rows, dtype=torch.bool)
     while True:
-        logits, enc.state, feed, alpha = steps.step(y, enc.state, enc, feed)
+        logits, state, feed, alpha = steps.step(y, state, enc, feed)
         logits = logits.float()
         if sample:
             probs = filter_logits(logits / temperature, top_k, top_p).softmax(-1)
@@ -223,17 +262,17 @@ def greedy(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_len: to
             part, new_rows = sources.take(len(free))
             free = free[: len(new_rows)]
             enc = put(enc, free, part)
-            new_y, new_feed = _start(model, part, len(new_rows))
+            _put_rows(state, 1, free, _state_of(part))
+            new_y, new_feed = _start(steps, len(new_rows), device)
             rows[free], pos[free], y[free], done[free] = new_rows, 0, new_y, False
-            if new_feed is not None:   # input feeding: s~_0 = 0
-                feed[free] = new_feed
+            _put_rows(feed, 0, free, new_feed)   # input feeding: s~_0 = 0
         elif n_done == len(rows):
             break
         else:                          # none left to join: the finished leave every per-row tensor
             keep = (~done).nonzero().squeeze(1)
-            enc = select(enc, keep)
+            enc, state = select(enc, keep), _pick_state(state, keep)
             rows, pos, y, done = rows[keep], pos[keep], y[keep], done[keep]
-            feed = None if feed is None else feed[keep]
+            feed = _pick_rows(feed, keep)
     ids, out_len, score = ids.cpu(), out_len.cpu().tolist(), score.cpu().tolist()
     att = None if att is None else att.float().cpu()
     hyps = []
@@ -330,9 +369,8 @@ def beam_search(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_le
 
     def joining(part: Encoded, n: int):
         """Return (state, <sos> ids, scores n x k, input-feeding vectors) of n sentences joining: k rows each."""
-        repeat = lambda s: s.repeat_interleave(k, dim=1)   # noqa: E731
-        y, feed = _start(model, part, n * k)
-        state = tuple(repeat(s) for s in part.state) if isinstance(part.state, tuple) else repeat(part.state)
+        y, feed = _start(steps, n * k, device)
+        state = _map(lambda s: s.repeat_interleave(k, dim=1), _state_of(part))
         return state, y, first_scores.repeat(n, 1), feed
 
     enc, joined = sources.take(width)                   # one row per sentence (slot), shared by its k beams
@@ -379,8 +417,7 @@ def beam_search(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_le
         if att_history is not None:
             att_history = att_history.index_select(0, origin)
         state = _pick_state(state, origin)
-        if feed is not None:
-            feed = feed.index_select(0, origin)
+        feed = _pick_rows(feed, origin)
         t += 1
         done = []
         best_alive = scores[:, 0].tolist()
@@ -398,11 +435,9 @@ def beam_search(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_le
             rows = (slots.unsqueeze(1) * k + beams).view(-1)
             enc = put(enc, slots, part)
             new_state, new_y, new_scores, new_feed = joining(part, len(new))
-            for mine, theirs in zip(*((s if isinstance(s, tuple) else (s,)) for s in (state, new_state))):
-                mine.index_copy_(1, rows, theirs)
+            _put_rows(state, 1, rows, new_state)
             y[rows], scores[slots] = new_y, new_scores
-            if new_feed is not None:
-                feed[rows] = new_feed
+            _put_rows(feed, 0, rows, new_feed)
             for slot, sent in zip(done, new.tolist()):
                 sent_of[slot], start_of[slot] = sent, t
             done = done[len(new) :]
@@ -416,7 +451,7 @@ def beam_search(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_le
             history, y, scores = history[rows], y[rows], scores.index_select(0, kept)
             att_history = None if att_history is None else att_history[rows]
             state = _pick_state(state, rows)
-            feed = None if feed is None else feed[rows]
+            feed = _pick_rows(feed, rows)
             sent_of, start_of = [sent_of[i] for i in keep], [start_of[i] for i in keep]
         first = min(start_of) - col0         # columns no decoding sentence reads any more
         if first >= 32:

@@ -15,6 +15,7 @@ from .config import Config, load_config
 from .data.batching import collate, pad_sources
 from .data.tokenizer import PAD, Tokenizers
 from .device import autocast, pick_device
+from .ensemble import Ensemble
 from .errors import SeqattnError
 from .fast import Decoding, accelerate
 from .model.seq2seq import Seq2Seq
@@ -92,6 +93,43 @@ def quantize_int8(model: Seq2Seq, device: torch.device) -> Seq2Seq:
         return torch.ao.quantization.quantize_dynamic(model, {nn.Linear, nn.LSTM, nn.GRU}, dtype=torch.qint8)
 
 
+def _load_model(model_dir: Path, checkpoint: str | None, device: torch.device,
+                quantize: str | None) -> tuple[Seq2Seq, Config, Tokenizers]:
+    """Return (the model in eval mode on device, its config, its tokenizers) of a model directory: the
+    checkpoint given (a file name in model_dir or any path), else averaged.pt, best.pt or last.pt."""
+    if not model_dir.is_dir():
+        raise SeqattnError(f"{model_dir}: model directory not found")
+    cfg = load_config(model_dir / "config.yaml")
+    tokenizers = Tokenizers.load(model_dir)
+    if checkpoint is None:
+        checkpoint = next(name for name in ("averaged.pt", "best.pt", "last.pt")
+                          if (model_dir / name).exists() or name == "last.pt")
+    path = model_dir / checkpoint if (model_dir / checkpoint).exists() else Path(checkpoint)
+    model = build_model(cfg, tokenizers, initialise=False)
+    state = load_checkpoint(path)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise SeqattnError(f"{path}: weights do not match {model_dir / 'config.yaml'} "
+                           f"({str(e).splitlines()[0]})") from None
+    model = model.to(device).eval()
+    if quantize:
+        model = quantize_int8(model, device)
+    accelerate(model)   # after quantizing: the quantized modules stay as they are
+    return model, cfg, tokenizers
+
+
+def _check_vocabularies(mine: Tokenizers, theirs: Tokenizers, model_dir: Path, other: Path) -> None:
+    """Raise SeqattnError unless theirs segment the source and number the target pieces as mine do."""
+    if mine.src.proto != theirs.src.proto:
+        raise SeqattnError(f"{other}: its source tokenizer differs from {model_dir}'s: an ensemble's models must "
+                           f"share their vocabularies")
+    pieces = lambda tok: tok.pieces(list(range(len(tok))))   # noqa: E731
+    if pieces(mine.tgt) != pieces(theirs.tgt):
+        raise SeqattnError(f"{other}: its target vocabulary ({len(theirs.tgt)} pieces) differs from {model_dir}'s "
+                           f"({len(mine.tgt)}): an ensemble's models must share their vocabularies")
+
+
 REFILL_BATCHES = 16   # batches per decoding call: the outputs and attention it holds stay bounded
 
 
@@ -102,39 +140,32 @@ class Translator:
     (`fast.Decoding`); a Translator around a model that is still training derives it anew in every call."""
 
     def __init__(self, model: Seq2Seq, tokenizers: Tokenizers, cfg: Config, device: torch.device,
-                 fixed_weights: bool = False):
+                 fixed_weights: bool = False, members: list[Seq2Seq] | None = None):
         self.model, self.tok, self.cfg, self.device = model, tokenizers, cfg, device
         self.fixed_weights = fixed_weights
-        self._steps: Decoding | None = None
+        self.members = members or []   # more models decoding with this one, an ensemble (same vocabularies)
+        self._steps: Decoding | Ensemble | None = None
 
     @classmethod
     def load(cls, model_dir: str | Path, device: str = "auto", checkpoint: str | None = None,
-             quantize: str | None = None) -> Translator:
+             quantize: str | None = None, ensemble: list[str] | None = None) -> Translator:
         """Return the Translator of a model directory (its averaged checkpoint when training found it better
         than the best one, else its best, else its last, or the given one: a file name inside model_dir or any
-        path); quantize='int8' for int8 CPU decoding."""
+        path); quantize='int8' for int8 CPU decoding. ensemble: more model directories or checkpoint files
+        (a file in a model directory: that model's; elsewhere: model_dir's) whose models decode with it,
+        averaging log-probabilities; they must share its vocabularies."""
         model_dir = Path(model_dir)
-        if not model_dir.is_dir():
-            raise SeqattnError(f"{model_dir}: model directory not found")
-        cfg = load_config(model_dir / "config.yaml")
-        tokenizers = Tokenizers.load(model_dir)
-        if checkpoint is None:
-            checkpoint = next(name for name in ("averaged.pt", "best.pt", "last.pt")
-                              if (model_dir / name).exists() or name == "last.pt")
-        path = model_dir / checkpoint if (model_dir / checkpoint).exists() else Path(checkpoint)
         dev = pick_device(device)
-        model = build_model(cfg, tokenizers, initialise=False)
-        state = load_checkpoint(path)
-        try:
-            model.load_state_dict(state["model"])
-        except RuntimeError as e:
-            raise SeqattnError(f"{path}: weights do not match {model_dir / 'config.yaml'} "
-                               f"({str(e).splitlines()[0]})") from None
-        model = model.to(dev).eval()
-        if quantize:
-            model = quantize_int8(model, dev)
-        accelerate(model)   # after quantizing: the quantized modules stay as they are
-        translator = cls(model, tokenizers, cfg, dev, fixed_weights=True)
+        model, cfg, tokenizers = _load_model(model_dir, checkpoint, dev, quantize)
+        members = []
+        for other in ensemble or []:
+            other = Path(other)
+            where, ckpt = (other, None) if other.is_dir() else (
+                (other.parent, other.name) if (other.parent / "config.yaml").exists() else (model_dir, str(other)))
+            member, _, member_tok = _load_model(where, ckpt, dev, quantize)
+            _check_vocabularies(tokenizers, member_tok, model_dir, other)
+            members.append(member)
+        translator = cls(model, tokenizers, cfg, dev, fixed_weights=True, members=members)
         translator._decoding()   # derived once here, so that a loaded Translator is ready to decode
         return translator
 
@@ -206,11 +237,14 @@ class Translator:
                     out[i] = {"logprob": total, "tokens": n, "ppl": math.exp(-total / n)}
         return out
 
-    def _decoding(self) -> Decoding:
-        """Return `fast.Decoding` of the model, kept while the weights are fixed."""
+    def _decoding(self) -> Decoding | Ensemble:
+        """Return `fast.Decoding` of the model (an `Ensemble` of those of the model and its members), kept
+        while the weights are fixed."""
         if self._steps is not None:
             return self._steps
         steps = Decoding(self.model)
+        if self.members:
+            steps = Ensemble([steps] + [Decoding(m) for m in self.members])
         if self.fixed_weights:
             self._steps = steps
         return steps

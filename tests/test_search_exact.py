@@ -133,6 +133,9 @@ class Scripted:
     def step(self, y, state, enc, feed=None, group=1):
         return self.decoder.step(y, state, enc.memory, enc.keys, enc.mask, feed, group)
 
+    def initial_feed(self, rows, device):
+        return None
+
     def encode(self, src, src_len):
         n = src.size(0)
         return Encoded(torch.zeros(n, src.size(1), 2), None, src != 0, torch.tensor([[[1.0, 0.0]]]).repeat(1, n, 1))

@@ -118,6 +118,10 @@ class Decoding:
                  "packed_out": self.out}
         self.paths = [name for name, part in names.items() if part is not None and part is not False]
 
+    def initial_feed(self, rows: int, device: torch.device) -> torch.Tensor | None:
+        """Return `Seq2Seq.initial_feed(rows, device)`."""
+        return self.model.initial_feed(rows, device)
+
     def _applies(self) -> bool:
         return not self.model.training and not torch.is_grad_enabled()
 

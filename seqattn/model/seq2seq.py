@@ -63,6 +63,10 @@ class Seq2Seq(nn.Module):
         enc = self.encode(src, src_len)
         return self.decoder(tgt_in, enc.memory, enc.mask, enc.state, enc.keys)
 
+    def initial_feed(self, rows: int, device: torch.device) -> torch.Tensor | None:
+        """Return s~_0 for input feeding, zeros rows x dec_hidden (None without input feeding)."""
+        return torch.zeros(rows, self.decoder.hidden_size, device=device) if self.decoder.input_feeding else None
+
     def step(self, y_prev: torch.Tensor, state, enc: Encoded, feed: torch.Tensor | None = None, group: int = 1):
         """One decoding step (`Decoder.step`) against the encoded source enc, one row of it per `group`
         rows of y_prev: return (logits rows x vocab, new state, s~_t rows x hidden, weights or None)."""

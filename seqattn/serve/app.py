@@ -118,7 +118,7 @@ def create_app(translator: Translator, limits: Limits | None = None) -> FastAPI:
         return {"model": {k: v for k, v in vars(cfg.model).items()},
                 "src_lang": cfg.data.src_lang, "tgt_lang": cfg.data.tgt_lang,
                 "src_vocab": len(translator.tok.src), "tgt_vocab": len(translator.tok.tgt),
-                "device": str(translator.device), "limits": vars(limits)}
+                "device": str(translator.device), "ensemble": 1 + len(translator.members), "limits": vars(limits)}
 
     @app.post("/translate")
     async def translate(req: TranslateRequest):
