@@ -1,6 +1,9 @@
 """Config loading: unknown keys with suggestions, types, cross-field checks."""
 
+from pathlib import Path
+
 import pytest
+from conftest import MULTI30K
 
 from seqattn.config import config_from_dict, load_config
 from seqattn.errors import SeqattnError
@@ -67,3 +70,17 @@ def test_yaml_errors(tmp_path):
         load_config(p)
     with pytest.raises(SeqattnError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("name", ["multi30k.yaml", "multi30k-en-de.yaml", "multi30k-en-fr.yaml", "multi30k-en-cs.yaml"])
+def test_the_example_recipes_load_and_name_their_languages_files(name, monkeypatch):
+    """Each recipe validates and reads the Multi30k files of its own two languages (paths from the root)."""
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)
+    cfg = load_config(root / "examples" / name)
+    d = cfg.data
+    for split, path_src, path_tgt in (("train", d.train_src, d.train_tgt), ("val", d.valid_src, d.valid_tgt)):
+        assert path_src.endswith(f"{split}.{d.src_lang}.gz") and path_tgt.endswith(f"{split}.{d.tgt_lang}.gz")
+        if MULTI30K.exists():
+            assert (root / path_src).exists() and (root / path_tgt).exists()
+    assert cfg.model_dir == "runs/" + name.removesuffix(".yaml")
