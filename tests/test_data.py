@@ -139,3 +139,41 @@ def test_collate_teacher_forcing_shift():
     assert batch.tgt_out.tolist() == [[8, 9, 10, EOS], [11, EOS, PAD, PAD]]
     assert batch.n_tokens == 6
     assert batch.src.dtype == torch.long
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 1234])
+def test_held_out_qa_questions_ask_trained_facts_in_new_forms(seed):
+    """The qa demo's held-out questions never occur in training, but each asks, in another of the eight
+    forms, a fact training asks too: what the demo tests is reading a question, not inventing arithmetic."""
+    import re
+
+    from seqattn.data.tasks import QUESTION_FORMS, make_splits, number_words
+
+    words = {number_words(n): n for n in range(21)}
+    pattern = r"(?:what is the result of|what is|how much is|what do you get for|compute|tell me)? ?(.+?) " \
+              r"(plus|minus|times) (.+?)(?: is what| equals)? [?.]$"
+
+    def fact(question):
+        x, op, y = re.fullmatch(pattern, question).groups()
+        return words[x], op, words[y]
+
+    splits = make_splits("qa", seed, n_train=20000, n_valid=300, n_test=1000)
+    train_questions = {q for q, _ in splits["train"]}
+    train_facts = {fact(q) for q in train_questions}
+    for q, answer in splits["valid"] + splits["test"]:
+        a, op, b = fact(q)
+        assert int(answer) == {"plus": a + b, "minus": a - b, "times": a * b}[op] and answer == str(int(answer))
+        assert q not in train_questions and (a, op, b) in train_facts
+    forms = {re.sub(r"\b(" + "|".join(words) + r")\b", "N", q) for q, _ in splits["test"]}
+    assert len({re.sub(r"plus|minus|times", "OP", f) for f in forms}) == len(QUESTION_FORMS)
+
+
+def test_the_lookup_task_maps_every_letter_in_order():
+    import random
+
+    from seqattn.data.tasks import LOOKUP, lookup
+
+    pairs = lookup(300, random.Random(0))
+    assert {len(s.split()) for s, _ in pairs} <= set(range(5, 101)) and max(len(s.split()) for s, _ in pairs) > 90
+    for src, tgt in pairs:
+        assert tgt.split() == [LOOKUP[c] for c in src.split()]

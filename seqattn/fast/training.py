@@ -28,7 +28,8 @@ class FastEncoder(Encoder):
     """Encoder.forward with the memory unpadded by `pad_packed` (the same values and gradients)."""
 
     def forward(self, src, src_len):
-        """Return what Encoder.forward returns."""
+        """Return what Encoder.forward returns: (memory batch x src_len x out_size, final state, each
+        layers x batch x out_size)."""
         ids = pack_padded_sequence(src, src_len.cpu(), batch_first=True, enforce_sorted=False)
         out, final = self.rnn(ids._replace(data=self.dropout(self.embed(ids.data))))
         out = out._replace(data=self.dropout(out.data))
