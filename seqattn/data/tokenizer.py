@@ -91,15 +91,6 @@ class Tokenizer:
         """Return the piece ids of each line (no <sos>/<eos>)."""
         return self.sp.Encode(lines)
 
-    def sample(self, lines: list[str], alpha: float, nbest: int, seed: int) -> list[list[int]]:
-        """Return one segmentation of each line drawn from SentencePiece's distribution over them (subword
-        regularisation: alpha smooths it, nbest draws among the nbest best, -1 among all), the same for the
-        same seed: one thread draws, from a generator seeded with it."""
-        import sentencepiece as spm
-
-        spm.set_random_generator_seed(seed)
-        return self.sp.Encode(lines, enable_sampling=True, alpha=alpha, nbest_size=nbest, num_threads=1)
-
     def pieces(self, ids: list[int]) -> list[str]:
         """Return the pieces of ids."""
         return [self.sp.IdToPiece(i) for i in ids]
@@ -133,15 +124,6 @@ class TargetView:
         """Return the view ids of each line (no <sos>/<eos>)."""
         get = self.to_view.get
         return [[get(i, UNK) for i in ids] for ids in self.base.encode(lines)]
-
-    def sample(self, lines: list[str], alpha: float, nbest: int, seed: int) -> list[list[int]]:
-        """Return `Tokenizer.sample`'s segmentations in view ids; a line whose draw uses a piece outside the
-        view keeps its standard segmentation (the decoder has no output for that piece)."""
-        view = self.to_view
-        drawn = self.base.sample(lines, alpha, nbest, seed)
-        out = [[view[i] for i in ids] if all(i in view for i in ids) else None for ids in drawn]
-        standard = iter(self.encode([line for line, ids in zip(lines, out) if ids is None]))
-        return [ids if ids is not None else next(standard) for ids in out]
 
     def pieces(self, ids: list[int]) -> list[str]:
         return self.base.pieces([self.keep[i] for i in ids])
