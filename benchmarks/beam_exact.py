@@ -13,15 +13,13 @@ repository. --data holds test_2016_flickr.{de,en}(.gz) (default ../shared/data/m
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from decode_ab import test_files  # noqa: E402
+from decode_ab import alternate, test_files  # noqa: E402
 
 CHILD = r'''
 import gzip, json, sys, time
@@ -53,17 +51,8 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "multi30k")
     ap.add_argument("--rounds", type=int, default=2)
     a = ap.parse_args()
-    if not (a.old / "seqattn" / "__init__.py").exists():
-        sys.exit(f"{a.old}: no seqattn package there")
     de, en = test_files(a.data)
-    for rnd in range(a.rounds):
-        for name, root in (("old", a.old), ("new", ROOT)):
-            r = subprocess.run([sys.executable, "-c", CHILD, str(root.resolve()), str(a.model), str(de), str(en)],
-                               capture_output=True, text=True)
-            if r.returncode:
-                sys.exit(f"{name}: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}")
-            print(json.dumps({"round": rnd, "version": name, **json.loads(r.stdout.strip().splitlines()[-1])}),
-                  flush=True)
+    alternate(a.old, a.rounds, CHILD, [str(a.model), str(de), str(en)])
     return 0
 
 

@@ -63,6 +63,21 @@ def test_files(data: Path) -> tuple[Path, Path]:
     return found[0], found[1]
 
 
+def alternate(old: Path, rounds: int, child: str, args: list[str], **fields) -> None:
+    """Run the child script (argv: a checkout's root, then args) for the old checkout and this one in turn,
+    `rounds` times; print each run's JSON result as one line with its round, version and fields."""
+    if not (old / "seqattn" / "__init__.py").exists():
+        sys.exit(f"{old}: no seqattn package there")
+    for rnd in range(rounds):
+        for name, root in (("old", old), ("new", ROOT)):
+            r = subprocess.run([sys.executable, "-c", child, str(root.resolve()), *args], capture_output=True,
+                               text=True)
+            if r.returncode:
+                sys.exit(f"{name}: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}")
+            result = json.loads(r.stdout.strip().splitlines()[-1])
+            print(json.dumps({"round": rnd, "version": name, **fields, **result}), flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--old", type=Path, required=True)
@@ -74,18 +89,9 @@ def main() -> int:
     ap.add_argument("--beams", default="1,5", help="beam sizes to decode with (1: greedy)")
     ap.add_argument("--repeats", type=int, default=3, help="decodes of test2016 per beam size and round")
     a = ap.parse_args()
-    if not (a.old / "seqattn" / "__init__.py").exists():
-        sys.exit(f"{a.old}: no seqattn package there")
     de, en = test_files(a.data)
-    for rnd in range(a.rounds):
-        for name, root in (("old", a.old), ("new", ROOT)):
-            r = subprocess.run([sys.executable, "-c", CHILD, str(root.resolve()), str(a.model), a.device, str(de),
-                                str(en), "1" if a.int8 else "0", a.beams, str(a.repeats)],
-                           capture_output=True, text=True)
-            if r.returncode:
-                sys.exit(f"{name}: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}")
-            result = json.loads(r.stdout.strip().splitlines()[-1])
-            print(json.dumps({"round": rnd, "version": name, "device": a.device, **result}), flush=True)
+    alternate(a.old, a.rounds, CHILD, [str(a.model), a.device, str(de), str(en), "1" if a.int8 else "0", a.beams,
+                                       str(a.repeats)], device=a.device)
     return 0
 
 
