@@ -245,12 +245,16 @@ class Trainer:
             raise SeqattnError(f"{path}: cannot resume from this checkpoint ({type(e).__name__}: "
                                f"{str(e).splitlines()[0] if str(e) else ''})") from None
 
+    def _kept_steps(self) -> list[Path]:
+        """Return the step_*.pt files of train.keep_last in the model directory, oldest step first."""
+        return sorted(self.dir.glob("step_*.pt"), key=lambda f: int(f.stem[5:]) if f.stem[5:].isdigit() else -1)
+
     def _save(self, best: bool) -> None:
         p = self.progress
         weights = {"model": self.model.state_dict(), "step": p.step, "metrics": p.history[-1] if p.history else {}}
         if self.cfg.train.keep_last:
             save_checkpoint(weights, self.dir / f"step_{p.step}.pt")
-            kept = sorted(self.dir.glob("step_*.pt"), key=lambda f: int(f.stem[5:]) if f.stem[5:].isdigit() else -1)
+            kept = self._kept_steps()
             for old in kept[: -self.cfg.train.keep_last]:
                 old.unlink(missing_ok=True)
         if best:
@@ -345,7 +349,7 @@ class Trainer:
         """Average the kept step_*.pt (train.keep_last >= 2) into averaged.pt when its validation metric is
         better than best.pt's; log which checkpoint `translate` will use."""
         t, p = self.cfg.train, self.progress
-        kept = sorted(self.dir.glob("step_*.pt"), key=lambda f: int(f.stem[5:]) if f.stem[5:].isdigit() else -1)
+        kept = self._kept_steps()
         if t.keep_last < 2 or len(kept) < 2 or not self.data.valid or p.best is None:
             return
         trained = {k: v.clone() for k, v in self.model.state_dict().items()}
