@@ -30,6 +30,9 @@ class DataConfig:
     spm_model: str | None = None      # use this existing SentencePiece model (joint) instead of training one
     binarized: str | None = None      # a `seqattn data binarize` directory: train from its memory-mapped ids
     max_len: int = 100                # training pairs longer than this (pieces) are dropped
+    sample_alpha: float = 0.0         # > 0: subword regularisation, a fresh SentencePiece segmentation of the
+                                      # training text every epoch, drawn with this smoothing (0: off)
+    sample_nbest: int = 64            # draw among the nbest most likely segmentations of each line
 
 
 @dataclass
@@ -107,6 +110,12 @@ class Config:
                 raise SeqattnError(f"{where}: {key} must be > 0, got {value}")
         if t.keep_last < 0:
             raise SeqattnError(f"{where}: train.keep_last must be >= 0, got {t.keep_last}")
+        if d.sample_alpha < 0 or not 1 < d.sample_nbest <= 1000:
+            raise SeqattnError(f"{where}: data.sample_alpha must be >= 0 and data.sample_nbest in 2..1000 (the "
+                               f"segmentations drawn among), got {d.sample_alpha} and {d.sample_nbest}")
+        if d.sample_alpha > 0 and d.binarized:
+            raise SeqattnError(f"{where}: data.sample_alpha draws segmentations of the training text, which "
+                               f"data.binarized does not keep: use data.train_* with it")
         if not 0 <= m.init_range <= 1:
             raise SeqattnError(f"{where}: model.init_range must be in [0, 1], got {m.init_range}")
         for key, value in {"model.dropout": m.dropout, "train.label_smoothing": t.label_smoothing}.items():

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .checkpoint import atomic_write, average_checkpoints, load_checkpoint, save_checkpoint
@@ -17,6 +18,7 @@ from .config import Config, TrainConfig, config_to_dict, load_config, save_confi
 from .data.batching import Batch, collate, token_batches
 from .data.binarized import BinarizedBatches
 from .data.corpus import read_split
+from .data.sampling import Segmentations
 from .data.tokenizer import PAD, Tokenizers
 from .device import autocast, pick_device
 from .distributed import Dist
@@ -56,12 +58,30 @@ class Prepared:
     valid_ref: list[str]
     n_train: int
     dropped: int
+    segmentations: tuple[Segmentations, Segmentations] | None = None   # source, target (data.sample_alpha)
 
 
 def _batches(src: list[list[int]], tgt: list[list[int]], batch_tokens: int) -> list[Batch]:
     """Return the padded token batches of parallel id sequences."""
     index = token_batches([len(x) for x in src], [len(y) for y in tgt], batch_tokens)
     return [collate([src[i] for i in b], [tgt[i] for i in b]) for b in index]
+
+
+def _within(s_ids: list[list[int]], t_ids: list[list[int]], max_len: int) -> list[int]:
+    """Return the indices of the pairs shorter than max_len pieces on both sides, with a non-empty target."""
+    return [i for i in range(len(s_ids)) if 0 < len(t_ids[i]) < max_len and len(s_ids[i]) < max_len]
+
+
+def sampled_batches(data: Prepared, cfg: Config, epoch: int) -> list[Batch]:
+    """Return the training batches of an epoch from a fresh subword segmentation of the training text
+    (data.sample_alpha, data.sample_nbest), the same for the same train.seed and epoch (so --resume
+    continues with the epoch's own batches)."""
+    d, t = cfg.data, cfg.train
+    src, tgt = data.segmentations
+    s_ids = src.draw(d.sample_alpha, np.random.default_rng([t.seed, epoch, 0]))
+    t_ids = tgt.draw(d.sample_alpha, np.random.default_rng([t.seed, epoch, 1]))
+    keep = _within(s_ids, t_ids, d.max_len)
+    return _batches([s_ids[i] for i in keep], [t_ids[i] for i in keep], t.batch_tokens)
 
 
 def prepare_data(cfg: Config, tok: Tokenizers | None) -> Prepared:
@@ -76,7 +96,7 @@ def prepare_data(cfg: Config, tok: Tokenizers | None) -> Prepared:
         if tok is None:
             tok = Tokenizers.train(src, tgt, d.vocab_size, d.joint_vocab, d.spm_model and Path(d.spm_model))
         s_ids, t_ids = tok.src.encode(src), tok.tgt.encode(tgt)
-        keep = [i for i in range(len(s_ids)) if 0 < len(t_ids[i]) < d.max_len and len(s_ids[i]) < d.max_len]
+        keep = _within(s_ids, t_ids, d.max_len)
         s_ids, t_ids = [s_ids[i] for i in keep], [t_ids[i] for i in keep]
         if not keep:
             raise SeqattnError(f"no training pair is within data.max_len={d.max_len} pieces (and non-empty)")
@@ -86,7 +106,10 @@ def prepare_data(cfg: Config, tok: Tokenizers | None) -> Prepared:
     if d.valid_tsv or d.valid_src:
         v_src, v_ref = read_split(d.valid_src, d.valid_tgt, d.valid_tsv)
         valid = _batches(tok.src.encode(v_src), tok.tgt.encode(v_ref), t.batch_tokens)
-    return Prepared(tok, train, valid, v_src, v_ref, n_train, dropped)
+    segmentations = None
+    if d.sample_alpha > 0 and not d.binarized:
+        segmentations = tok.src.segmentations(src, d.sample_nbest), tok.tgt.segmentations(tgt, d.sample_nbest)
+    return Prepared(tok, train, valid, v_src, v_ref, n_train, dropped, segmentations)
 
 
 def batch_loss(model: torch.nn.Module, batch: Batch, label_smoothing: float, device: torch.device) -> torch.Tensor:
@@ -433,6 +456,8 @@ class Trainer:
         win_tokens, win_loss, win_start = 0, 0.0, time.perf_counter()
         reason = self._agreed_stop()
         while reason is None:
+            if self.data.segmentations is not None:   # subword regularisation: this epoch's own segmentation
+                self.data.train = sampled_batches(self.data, self.cfg, p.epoch)
             g = torch.Generator().manual_seed(t.seed * 1_000_003 + p.epoch)
             order = torch.randperm(len(self.data.train), generator=g).tolist()
             for index in order[p.batch_in_epoch :]:

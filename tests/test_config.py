@@ -56,6 +56,11 @@ def test_cross_field_checks():
         cfg(model={"init_range": -0.1})
     with pytest.raises(SeqattnError, match="warmup_decay' needs train.max_steps"):
         cfg(train={"schedule": "warmup_decay"})
+    with pytest.raises(SeqattnError, match="sample_nbest in 2..1000 .the segmentations drawn among., got 0.1 and -1"):
+        cfg(data={"sample_alpha": 0.1, "sample_nbest": -1})
+    with pytest.raises(SeqattnError, match="data.sample_alpha draws segmentations of the training text"):
+        config_from_dict({"data": {"binarized": "bin", "sample_alpha": 0.1}})
+    assert cfg(data={"sample_alpha": 0.1, "sample_nbest": 8}).data.sample_nbest == 8
 
 
 def test_yaml_errors(tmp_path):

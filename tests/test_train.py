@@ -126,3 +126,37 @@ def test_the_last_checkpoints_are_averaged_when_that_beats_best(tmp_path, monkey
         more = write_tiny_config(tmp_path, pairs, train__max_steps=70, train__valid_every=20, train__keep_last=0)
         Trainer(load_config(more), resume=True).run()
         assert not (model / "averaged.pt").exists()
+
+
+def test_subword_sampling_draws_a_new_segmentation_every_epoch_and_the_same_one_again(tmp_path):
+    """data.sample_alpha: each epoch's batches come from a fresh SentencePiece draw of the training text
+    (pieces that decode to the same text, targets within the decoder's vocabulary); the same seed and epoch
+    draw the same batches, other epochs other ones."""
+    from seqattn.data.tokenizer import UNK
+    from seqattn.train import prepare_data, sampled_batches
+
+    pairs = reverse_pairs(60, seed=1)
+    cfg = load_config(write_tiny_config(tmp_path, pairs, data__sample_alpha=0.1))
+    data = prepare_data(cfg, None)
+    epoch = lambda e: [(b.src.tolist(), b.tgt_out.tolist()) for b in sampled_batches(data, cfg, e)]  # noqa: E731
+    first, again, second = epoch(0), epoch(0), epoch(1)
+    assert first == again and first != second
+    standard = sorted(tuple(x) for b in data.train for x in b.src.tolist())
+    assert sorted(tuple(x) for b, _ in first for x in b) != standard           # not the standard segmentation
+    texts = sorted(data.tok.src.decode([i for i in row if i > 3]) for b, _ in first for row in b)
+    assert texts == sorted(s for s, _ in pairs)                                   # the same sentences
+    targets = sorted(data.tok.tgt.decode([i for i in row if i > 3]) for _, b in first for row in b)
+    assert targets == sorted(t for _, t in pairs) and all(UNK not in row for _, b in first for row in b)
+
+
+def test_resume_with_subword_sampling_is_bit_exact(tmp_path):
+    pairs = reverse_pairs(60, seed=1)
+    common = dict(model__dropout=0.3, train__valid_every=10, data__sample_alpha=0.3)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    Trainer(load_config(write_tiny_config(tmp_path / "a", pairs, train__max_steps=40, **common))).run()
+    Trainer(load_config(write_tiny_config(tmp_path / "b", pairs, train__max_steps=20, **common))).run()
+    Trainer(load_config(write_tiny_config(tmp_path / "b", pairs, train__max_steps=40, **common)), resume=True).run()
+    (w_a, _, prog_a), (w_b, _, prog_b) = _final_state(tmp_path / "a" / "model"), _final_state(tmp_path / "b" / "model")
+    assert prog_a["epoch"] >= 3 and prog_a["step"] == prog_b["step"] == 40
+    assert all(torch.equal(w_a[key], w_b[key]) for key in w_a)

@@ -91,6 +91,12 @@ class Tokenizer:
         """Return the piece ids of each line (no <sos>/<eos>)."""
         return self.sp.Encode(lines)
 
+    def segmentations(self, lines: list[str], nbest: int):
+        """Return the nbest most likely segmentations of each line (`sampling.Segmentations`)."""
+        from .sampling import Segmentations
+
+        return Segmentations.of(self.sp, lines, nbest)
+
     def pieces(self, ids: list[int]) -> list[str]:
         """Return the pieces of ids."""
         return [self.sp.IdToPiece(i) for i in ids]
@@ -124,6 +130,17 @@ class TargetView:
         """Return the view ids of each line (no <sos>/<eos>)."""
         get = self.to_view.get
         return [[get(i, UNK) for i in ids] for ids in self.base.encode(lines)]
+
+    def segmentations(self, lines: list[str], nbest: int):
+        """Return `Tokenizer.segmentations` in view ids; a segmentation using a piece outside the view is
+        never drawn (the decoder has no output for it), the standard one stays."""
+        import numpy as np
+
+        from .sampling import Segmentations
+
+        to_view = np.full(len(self.base), -1, np.int64)
+        to_view[self.keep] = np.arange(len(self.keep))
+        return Segmentations.of(self.base.sp, lines, nbest, to_view)
 
     def pieces(self, ids: list[int]) -> list[str]:
         return self.base.pieces([self.keep[i] for i in ids])
