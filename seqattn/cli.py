@@ -210,6 +210,16 @@ def cmd_score(args) -> int:
     return 0
 
 
+def cmd_explain(args) -> int:
+    from .explain import explain, render
+    from .translator import Translator
+
+    translator = Translator.load(args.model_dir, device=args.device, checkpoint=args.checkpoint)
+    e = explain(translator, args.text, args.reference)
+    print(json.dumps(e.to_dict(), ensure_ascii=False) if args.json else render(e, args.numbers))
+    return 0
+
+
 def cmd_average(args) -> int:
     from pathlib import Path
 
@@ -375,6 +385,16 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--tgt", required=True)
     sc.add_argument("--json", action="store_true", help="JSON instead of TSV")
     sc.set_defaults(func=cmd_score)
+
+    ex = sub.add_parser("explain", help="one sentence step by step: context vector, free decoding, teacher forcing")
+    ex.add_argument("model_dir")
+    ex.add_argument("text", help="the source sentence")
+    ex.add_argument("--reference", help="a target sentence to feed under teacher forcing")
+    ex.add_argument("--checkpoint", help="checkpoint file (default: as translate)")
+    ex.add_argument("--numbers", type=_positive_int, default=8, help="how many numbers of the context vector")
+    ex.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ex.add_argument("--json", action="store_true", help="print everything as one JSON line")
+    ex.set_defaults(func=cmd_explain)
 
     av = sub.add_parser("average", help="average the weights of checkpoints (e.g. MODEL_DIR/step_*.pt)")
     av.add_argument("checkpoints", nargs="+")
