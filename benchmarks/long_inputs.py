@@ -7,9 +7,9 @@ the source reaches the decoder only through the context vector; with it, every s
 Each model (the seed's LSTM, `model.attention` none or dot, nothing else changed) trains for the same
 wall-clock budget on 20,000 generated pairs; 1,000 held-out inputs are decoded greedily.
 
-usage: python benchmarks/long_inputs.py [--seconds 240] [--out runs/long_inputs]
-Prints a Markdown table (exact match and word accuracy by input length) and writes
-benchmarks/results/long_inputs.png and long_inputs.json.
+usage: python benchmarks/long_inputs.py [--seconds 240] [--out runs/long_inputs] [--results benchmarks/results]
+Prints a Markdown table (exact match and word accuracy by input length) and writes long_inputs.png and
+long_inputs.json into --results.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=240, help="training budget of each model")
     ap.add_argument("--out", default=str(ROOT / "runs" / "long_inputs"))
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--results", default=str(ROOT / "benchmarks" / "results"), help="where the figure and JSON go")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     from seqattn.config import Config, DataConfig, ModelConfig, TrainConfig
@@ -67,11 +68,12 @@ def main() -> int:
                               "word_accuracy": 100 * words / sum(len(t.split()) for _, t in rows)})
         results[attention] = {"steps": run["step"], "minutes": run["history"][-1]["minutes"] if run["history"] else 0,
                               "buckets": by_bucket}
-    (ROOT / "benchmarks" / "results").mkdir(parents=True, exist_ok=True)
-    (ROOT / "benchmarks" / "results" / "long_inputs.json").write_text(json.dumps(results, indent=1))
+    where = Path(args.results)
+    where.mkdir(parents=True, exist_ok=True)
+    (where / "long_inputs.json").write_text(json.dumps(results, indent=1))
     mid = [(lo + hi) / 2 for lo, hi in BUCKETS]
     png = plot_curves({f"attention {a} ({r['steps']} steps)": (mid, [b["exact"] for b in r["buckets"]])
-                       for a, r in results.items()}, ROOT / "benchmarks" / "results" / "long_inputs.png",
+                       for a, r in results.items()}, where / "long_inputs.png",
                       "input length (letters)", "exact match on held-out inputs (%)",
                       title=f"lookup task, {args.seconds:.0f} s of training each")
     print(f"{datetime.date.today()}, {args.seconds:.0f} s per model")
