@@ -220,6 +220,22 @@ def cmd_explain(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .export import export_model_dir
+
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError as e:
+        from .errors import SeqattnError
+
+        raise SeqattnError(f"export needs {e.name}: pip install onnx onnxruntime (or the [onnx] extra)") from None
+    meta = export_model_dir(args.model_dir, args.out, args.checkpoint)
+    print(f"exported {args.model_dir} to {args.out}: encoder.onnx, step.onnx, {', '.join(meta['tokenizers'])}, "
+          f"seqattn.json (checked: onnx.checker, ONNX Runtime within {meta['max_diff']:.1e} of PyTorch)")
+    return 0
+
+
 def cmd_average(args) -> int:
     from pathlib import Path
 
@@ -395,6 +411,12 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ex.add_argument("--json", action="store_true", help="print everything as one JSON line")
     ex.set_defaults(func=cmd_explain)
+
+    xp = sub.add_parser("export", help="ONNX export (encoder + one decoder step) for seqattn-runtime, no PyTorch")
+    xp.add_argument("model_dir")
+    xp.add_argument("--out", required=True, help="the export directory (created)")
+    xp.add_argument("--checkpoint", help="checkpoint file (default: as translate)")
+    xp.set_defaults(func=cmd_export)
 
     av = sub.add_parser("average", help="average the weights of checkpoints (e.g. MODEL_DIR/step_*.pt)")
     av.add_argument("checkpoints", nargs="+")

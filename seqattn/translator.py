@@ -94,9 +94,10 @@ def quantize_int8(model: Seq2Seq, device: torch.device) -> Seq2Seq:
 
 
 def _load_model(model_dir: Path, checkpoint: str | None, device: torch.device,
-                quantize: str | None) -> tuple[Seq2Seq, Config, Tokenizers]:
+                quantize: str | None, fast: bool = True) -> tuple[Seq2Seq, Config, Tokenizers]:
     """Return (the model in eval mode on device, its config, its tokenizers) of a model directory: the
-    checkpoint given (a file name in model_dir or any path), else averaged.pt, best.pt or last.pt."""
+    checkpoint given (a file name in model_dir or any path), else averaged.pt, best.pt or last.pt.
+    fast=False leaves the plain model (no `fast.accelerate`)."""
     if not model_dir.is_dir():
         raise SeqattnError(f"{model_dir}: model directory not found")
     cfg = load_config(model_dir / "config.yaml")
@@ -115,7 +116,8 @@ def _load_model(model_dir: Path, checkpoint: str | None, device: torch.device,
     model = model.to(device).eval()
     if quantize:
         model = quantize_int8(model, device)
-    accelerate(model)   # after quantizing: the quantized modules stay as they are
+    if fast:
+        accelerate(model)   # after quantizing: the quantized modules stay as they are
     return model, cfg, tokenizers
 
 

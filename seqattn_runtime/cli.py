@@ -1,0 +1,90 @@
+"""The `seqattn-runtime` command: translate with an export, without PyTorch."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+NL = b"\n"
+
+
+def _lines(path: str | None) -> list[str]:
+    """Return the lines of path (.gz allowed) or of stdin; invalid UTF-8 names its line."""
+    import gzip
+
+    name = path or "<stdin>"
+    try:
+        data = (gzip.open(path).read() if path.endswith(".gz") else Path(path).read_bytes()) if path else \
+            sys.stdin.buffer.read()
+    except FileNotFoundError:
+        raise SystemExit(f"seqattn-runtime: error: {name}: file not found") from None
+    try:
+        return data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise SystemExit(f"seqattn-runtime: error: {name}:{data.count(NL, 0, e.start) + 1}: invalid UTF-8") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="seqattn-runtime", description="Translate with a seqattn export (ONNX Runtime, "
+                                                                     "no PyTorch).")
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("translate", help="translate stdin or --input")
+    t.add_argument("export_dir", help="a directory written by `seqattn export`")
+    t.add_argument("--input", "-i", help="input file (.txt or .gz); default stdin")
+    t.add_argument("--beam", type=int, default=1)
+    t.add_argument("--nbest", type=int, default=1, help="print the N best per input (<= --beam)")
+    t.add_argument("--alpha", type=float, default=1.0, help="length penalty exponent (beam search)")
+    t.add_argument("--batch-size", type=int, default=64)
+    t.add_argument("--threads", type=int, default=0, help="ONNX Runtime's threads (0: its default)")
+    t.add_argument("--attention", metavar="FILE.json", help="write tokens and attention matrices as JSON")
+    return p
+
+
+def translate(args) -> int:
+    from .translator import Runtime
+
+    if args.beam < 1 or not 1 <= args.nbest <= args.beam:
+        raise SystemExit(f"seqattn-runtime: error: need --beam >= 1 and 1 <= --nbest <= --beam, got "
+                         f"{args.beam} and {args.nbest}")
+    runtime = Runtime(args.export_dir, threads=args.threads)
+    lines = _lines(args.input)
+    results = runtime.translate_n(lines, args.beam, args.nbest, args.alpha, args.batch_size, bool(args.attention))
+    for n, outs in enumerate(results, 1):
+        if outs and outs[0].truncated:
+            print(f"seqattn-runtime: warning: input line {n} is longer than the model's {runtime.meta['max_len']} "
+                  f"pieces; translated its beginning only", file=sys.stderr)
+    out = sys.stdout
+    for n, outs in enumerate(results):
+        for r in outs:
+            out.write(f"{n}\t{r.score:.4f}\t{r.text}\n" if args.nbest > 1 else r.text + "\n")
+    out.flush()
+    if args.attention:
+        records = [{"source": src, **r.to_dict()} for src, outs in zip(lines, results) for r in outs]
+        tmp = Path(f"{args.attention}.tmp{os.getpid()}")
+        tmp.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
+        tmp.replace(args.attention)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .translator import ExportError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return translate(args)
+    except ExportError as e:
+        print(f"seqattn-runtime: error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 1
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,185 @@
+"""Load an export (`seqattn export`) and translate with ONNX Runtime: numpy, onnxruntime and sentencepiece only."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .search import beam_search, greedy, max_lengths
+
+FORMAT, VERSION = "seqattn-onnx", 1
+PAD = 0
+
+
+class ExportError(Exception):
+    """A missing, corrupt or mismatched export: the message names the file."""
+
+
+@dataclass
+class Translation:
+    """One translated sentence (the fields of `seqattn.translator.Translation`)."""
+
+    text: str
+    src_tokens: list[str]
+    tgt_tokens: list[str]
+    attention: list[list[float]] | None
+    score: float
+    truncated: bool = False
+
+    def to_dict(self) -> dict:
+        return {"translation": self.text, "score": self.score, "source_tokens": self.src_tokens,
+                "target_tokens": self.tgt_tokens, "attention": self.attention}
+
+
+class _Pieces:
+    """A SentencePiece model, or the target view of a joint one (view ids 0..n-1 -> its piece ids)."""
+
+    def __init__(self, path: Path, keep: list[int] | None = None):
+        import sentencepiece as spm
+
+        self.sp = spm.SentencePieceProcessor()
+        try:
+            self.sp.LoadFromSerializedProto(path.read_bytes())
+        except FileNotFoundError:
+            raise ExportError(f"{path}: tokenizer file not found") from None
+        except Exception:
+            raise ExportError(f"{path}: not a valid SentencePiece model") from None
+        self.keep = keep
+
+    def __len__(self) -> int:
+        return len(self.keep) if self.keep is not None else self.sp.GetPieceSize()
+
+    def encode(self, lines: list[str]) -> list[list[int]]:
+        return self.sp.Encode(lines)
+
+    def pieces(self, ids: list[int]) -> list[str]:
+        return [self.sp.IdToPiece(self._base(i)) for i in ids]
+
+    def decode(self, ids: list[int]) -> str:
+        return self.sp.Decode([self._base(i) for i in ids])
+
+    def _base(self, i: int) -> int:
+        return self.keep[i] if self.keep is not None else i
+
+
+def _read_view(path: Path, size: int) -> list[int]:
+    keep = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        field = line.split("\t", 1)[0]
+        if not field.isdigit() or int(field) >= size:
+            raise ExportError(f"{path}:{n}: expected a piece id below {size}, got {field!r}")
+        keep.append(int(field))
+    return keep
+
+
+class Runtime:
+    """An exported model ready to translate lists of sentences, as `seqattn.translator.Translator` does."""
+
+    def __init__(self, export_dir: str | Path, threads: int = 0):
+        import onnxruntime as ort
+
+        self.dir = d = Path(export_dir)
+        meta_path = d / "seqattn.json"
+        try:
+            self.meta = meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ExportError(f"{meta_path}: not found: {d} is not a seqattn export") from None
+        except ValueError as e:
+            raise ExportError(f"{meta_path}: not valid JSON ({e})") from None
+        if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+            raise ExportError(f"{meta_path}: not a {FORMAT} version {VERSION} export")
+        names = meta["tokenizers"]
+        if "spm.model" in names:
+            self.src = _Pieces(d / "spm.model")
+            keep = _read_view(d / "tgt_pieces.txt", len(self.src)) if "tgt_pieces.txt" in names else None
+            self.tgt = _Pieces(d / "spm.model", keep)
+        else:
+            self.src, self.tgt = _Pieces(d / "src.model"), _Pieces(d / "tgt.model")
+        for side, tok, key in (("source", self.src, "src_vocab"), ("target", self.tgt, "tgt_vocab")):
+            if len(tok) != meta[key]:
+                raise ExportError(f"{d}: the {side} tokenizer has {len(tok)} pieces, the model {meta[key]}")
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.sessions = {}
+        for name in ("encoder.onnx", "step.onnx"):
+            try:
+                self.sessions[name] = ort.InferenceSession(str(d / name), options, providers=["CPUExecutionProvider"])
+            except Exception as e:
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise ExportError(f"{d / name}: cannot load ({first[:200]})") from None
+        step_in = [i.name for i in self.sessions["step.onnx"].get_inputs()]
+        if step_in != meta["step_inputs"]:
+            raise ExportError(f"{d / 'step.onnx'}: inputs {step_in} do not match seqattn.json's {meta['step_inputs']}")
+        self.lstm, self.feeding = meta["rnn"] == "lstm", meta["input_feeding"]
+
+    def translate(self, lines: list[str], beam: int = 1, alpha: float = 1.0, batch_size: int = 64,
+                  attention: bool = False) -> list[Translation]:
+        """Return the best translation of each line, in order."""
+        return [n[0] for n in self.translate_n(lines, beam, 1, alpha, batch_size, attention)]
+
+    def translate_n(self, lines: list[str], beam: int = 1, nbest: int = 1, alpha: float = 1.0, batch_size: int = 64,
+                    attention: bool = False) -> list[list[Translation]]:
+        """Return each line's n-best list: greedy (beam 1) or beam search, sentences sorted by length and
+        decoded batch_size at a time. An empty or blank line gives the empty output, not decoded."""
+        if beam < 1 or not 1 <= nbest <= beam:
+            raise ValueError(f"need beam >= 1 and 1 <= nbest <= beam, got beam {beam}, nbest {nbest}")
+        ids = self.src.encode(lines)
+        cap = self.meta["max_len"]
+        truncated = [len(s) > cap for s in ids]
+        ids = [s[:cap] for s in ids]
+        results: list[list[Translation]] = [[] for _ in lines]
+        for i in (i for i, s in enumerate(ids) if not s):
+            results[i] = [Translation("", [], [], [] if attention else None, 0.0)]
+        order = sorted((i for i in range(len(ids)) if ids[i]), key=lambda i: len(ids[i]))
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            hyps = self._decode([ids[i] for i in idx], beam, nbest, alpha, attention)
+            for i, nb in zip(idx, hyps):
+                results[i] = [self._result(ids[i], h, attention, truncated[i]) for h in nb]
+        return results
+
+    def _decode(self, batch: list[list[int]], beam: int, nbest: int, alpha: float, attention: bool):
+        src_len = np.array([len(s) + 1 for s in batch], np.int64)
+        src = np.zeros((len(batch), int(src_len.max())), np.int64)
+        for r, s in enumerate(batch):
+            src[r, : len(s) + 1] = s + [3]
+        outs = dict(zip(self.meta["encoder_outputs"], self.sessions["encoder.onnx"].run(
+            None, {"src": src, "src_len": src_len})))
+        state = [outs["h0"]] + ([outs["c0"]] if self.lstm else [])
+        hidden = self.meta["dec_hidden_size"]
+        feed = np.zeros((len(batch), hidden), np.float32) if self.feeding else None
+        memory, keys, mask = outs["memory"], outs.get("keys"), src != PAD
+        session, wanted = self.sessions["step.onnx"], self.meta["step_inputs"]
+
+        def step(y, state, feed, rows):
+            sents = rows if beam == 1 else rows[::beam]
+            x = {"y": y, "h": state[0]}
+            if self.lstm:
+                x["c"] = state[1]
+            if feed is not None:
+                x["feed"] = feed
+            if "memory" in wanted:
+                x["memory"], x["mask"] = memory[sents], mask[sents]
+                if keys is not None:
+                    x["keys"] = keys[sents]
+            got = dict(zip(self.meta["step_outputs"], session.run(None, x)))
+            new_state = [got["h_out"]] + ([got["c_out"]] if self.lstm else [])
+            return got["logp"], new_state, got["s_tilde"] if self.feeding else None, got.get("alpha")
+
+        limits = max_lengths(src_len, self.meta["max_output_ratio"])
+        if beam == 1:
+            return [[h] for h in greedy(step, state, feed, limits, src_len, attention)]
+        return beam_search(step, state, feed, limits, src_len, beam, alpha, nbest, attention)
+
+    def _result(self, src_ids: list[int], hyp, attention: bool, truncated: bool) -> Translation:
+        text = self.tgt.decode(hyp.ids)
+        if not attention:
+            return Translation(text, [], [], None, hyp.score, truncated)
+        src_tokens = self.src.pieces(src_ids) + ["<eos>"]
+        tgt_tokens = self.tgt.pieces(hyp.ids) + (["<eos>"] if hyp.finished else [])
+        att = None if hyp.attention is None else [[round(float(w), 5) for w in row] for row in hyp.attention]
+        return Translation(text, src_tokens, tgt_tokens, att, hyp.score, truncated)

@@ -1,0 +1,137 @@
+"""seqattn export + seqattn_runtime: every architecture option round-trips, without PyTorch, and a broken
+export is a one-line error."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import reverse_pairs, write_tiny_config
+
+from seqattn.config import load_config
+from seqattn.export import export_model_dir
+from seqattn.train import Trainer
+from seqattn.translator import SearchOptions, Translator
+from seqattn_runtime import ExportError, Runtime
+
+ARCHITECTURES = {
+    "lstm-dot": {},
+    "gru-none-2layers": dict(model__rnn="gru", model__attention="none", model__layers=2),
+    "lstm-general-feeding-2layers": dict(model__attention="general", model__input_feeding=True, model__layers=2),
+    "gru-concat-feeding": dict(model__rnn="gru", model__attention="concat", model__input_feeding=True),
+    "lstm-bridge-unidirectional-concat": dict(model__bidirectional=False, model__enc_hidden_size=24,
+                                              model__attention="concat"),
+    "separate-vocabularies-tied": dict(data__joint_vocab=False, model__tie_embeddings=True, model__emb_size=64),
+}
+
+
+@pytest.fixture(scope="module", params=list(ARCHITECTURES), ids=list(ARCHITECTURES))
+def exported(request, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp(request.param)
+    pairs = reverse_pairs(40, seed=2)
+    overrides = dict(train__max_steps=40, train__valid_every=40, **ARCHITECTURES[request.param])
+    Trainer(load_config(write_tiny_config(tmp, pairs, **overrides))).run()
+    meta = export_model_dir(tmp / "model", tmp / "export")
+    meta["name"] = request.param
+    return Translator.load(tmp / "model", device="cpu"), Runtime(tmp / "export"), pairs, tmp, meta
+
+
+def _same(pt, ox):
+    assert ox.text == pt.text and ox.src_tokens == pt.src_tokens and ox.tgt_tokens == pt.tgt_tokens
+    assert abs(ox.score - pt.score) < 1e-4
+    assert (ox.attention is None) == (pt.attention is None)
+    if pt.attention:
+        assert np.shape(ox.attention) == np.shape(pt.attention)
+        assert np.abs(np.array(ox.attention) - np.array(pt.attention)).max() < 1e-4
+
+
+def test_the_runtime_translates_as_pytorch_does_greedy_beam_and_nbest(exported):
+    translator, runtime, pairs, _, meta = exported
+    assert meta["max_diff"] < 1e-4
+    lines = [s for s, _ in pairs[:12]] + ["", "   ", "cat " * 30]
+    for beam, nbest, alpha in ((1, 1, 1.0), (3, 2, 1.0), (4, 4, 0.0)):
+        want = translator.translate_n(lines, batch_size=5, attention=True,
+                                      options=SearchOptions(beam=beam, nbest=nbest, alpha=alpha))
+        got = runtime.translate_n(lines, beam, nbest, alpha, batch_size=5, attention=True)
+        assert [len(g) for g in got] == [len(w) for w in want]
+        for g_list, w_list in zip(got, want):
+            for g, w in zip(g_list, w_list):
+                _same(w, g)
+    assert runtime.translate(["", "apple"], attention=False)[0].text == ""
+
+
+def test_the_runtime_imports_no_torch(exported):
+    """A subprocess in which importing torch fails translates with the export."""
+    translator, _, pairs, tmp, _ = exported
+    code = (
+        "import sys, json\n"
+        "class NoTorch:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'torch' or name.startswith('torch.'):\n"
+        "            raise ImportError('torch is not installed here')\n"
+        "sys.meta_path.insert(0, NoTorch())\n"
+        "from seqattn_runtime import Runtime\n"
+        "out = Runtime(sys.argv[1]).translate(json.loads(sys.argv[2]), beam=3)\n"
+        "assert not any(m == 'torch' or m.startswith('torch.') for m in sys.modules)\n"
+        "print(json.dumps([t.text for t in out]))\n")
+    lines = [s for s, _ in pairs[:5]]
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp / "export"), json.dumps(lines)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    expected = [t.text for t in translator.translate(lines, options=SearchOptions(beam=3))]
+    assert json.loads(proc.stdout) == expected
+
+
+def test_the_commands_export_and_translate(tmp_path, exported):
+    translator, _, pairs, tmp, meta = exported
+    if meta["name"] != "lstm-dot":
+        pytest.skip("one architecture is enough for the command lines")
+    out = tmp_path / "exp"
+    done = subprocess.run([sys.executable, "-m", "seqattn", "export", str(tmp / "model"), "--out", str(out)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and "checked" in done.stdout, done.stderr
+    assert done.stderr == ""                                      # the exporter's native warnings are kept quiet
+    src = "\n".join(s for s, _ in pairs[:6]) + "\n"
+    got = subprocess.run([sys.executable, "-m", "seqattn_runtime.cli", "translate", str(out), "--beam", "3",
+                          "--nbest", "2", "--attention", str(tmp_path / "att.json")], input=src,
+                         capture_output=True, text=True)
+    assert got.returncode == 0, got.stderr
+    want = subprocess.run([sys.executable, "-m", "seqattn", "translate", str(tmp / "model"), "--beam", "3",
+                           "--nbest", "2"], input=src, capture_output=True, text=True)
+    assert got.stdout == want.stdout and len(got.stdout.splitlines()) == 12
+    records = json.loads((tmp_path / "att.json").read_text())
+    assert len(records) == 12 and records[0]["source"] == pairs[0][0] and records[0]["attention"]
+
+
+def test_a_broken_or_mismatched_export_is_a_one_line_error(tmp_path, exported):
+    _, _, _, tmp, meta = exported
+    if meta["name"] != "lstm-dot":
+        pytest.skip("one architecture is enough")
+    import shutil
+
+    def broken(name, edit):
+        d = tmp_path / name
+        shutil.copytree(tmp / "export", d)
+        edit(d)
+        return d
+
+    cases = {
+        "truncated": (lambda d: (d / "step.onnx").write_bytes((d / "step.onnx").read_bytes()[:500]), "step.onnx"),
+        "no_meta": (lambda d: (d / "seqattn.json").unlink(), "seqattn.json"),
+        "bad_json": (lambda d: (d / "seqattn.json").write_text("{"), "seqattn.json"),
+        "other_format": (lambda d: (d / "seqattn.json").write_text('{"format": "x"}'), "seqattn.json"),
+        "no_tokenizer": (lambda d: (d / "spm.model").unlink(), "spm.model"),
+        "view": (lambda d: (d / "tgt_pieces.txt").write_text("0\n1\n2\n3\n999999\n"), "tgt_pieces.txt:5"),
+        "vocab": (lambda d: (d / "tgt_pieces.txt").write_text("0\n1\n2\n3\n"), "target tokenizer has 4 pieces"),
+    }
+    for name, (edit, named) in cases.items():
+        d = broken(name, edit)
+        with pytest.raises(ExportError, match=named.replace(".", r"\.")):
+            Runtime(d)
+        proc = subprocess.run([sys.executable, "-m", "seqattn_runtime.cli", "translate", str(d)], input="apple\n",
+                              capture_output=True, text=True)
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, (name, proc.stderr)
+    missing = subprocess.run([sys.executable, "-m", "seqattn", "export", str(tmp_path / "nope"), "--out",
+                              str(tmp_path / "o")], capture_output=True, text=True)
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
