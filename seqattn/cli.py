@@ -303,11 +303,20 @@ def cmd_serve(args) -> int:
     import uvicorn
 
     from .device import freeze_loaded_objects
+    from .errors import SeqattnError
     from .serve.app import Limits, create_app
     from .translator import Translator
 
-    translator = Translator.load(args.model_dir, device=args.device, quantize=args.quantize, ensemble=args.ensemble)
-    freeze_loaded_objects()
+    if args.runtime == "onnx":
+        from .serve.runtime import RuntimeTranslator
+
+        if args.quantize or args.ensemble or args.device == "cuda":
+            raise SeqattnError("--runtime onnx serves the export as it is: no --quantize, --ensemble or --device cuda")
+        translator = RuntimeTranslator(args.model_dir)
+    else:
+        translator = Translator.load(args.model_dir, device=args.device, quantize=args.quantize,
+                                     ensemble=args.ensemble)
+        freeze_loaded_objects()
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"seqattn: warning: listening on {args.host}: reachable from other machines, with no "
               f"authentication", file=sys.stderr)
@@ -434,7 +443,9 @@ def build_parser() -> argparse.ArgumentParser:
     pl.set_defaults(func=cmd_plot)
 
     sv = sub.add_parser("serve", help="HTTP API and attention web page")
-    sv.add_argument("model_dir")
+    sv.add_argument("model_dir", help="a model directory, or with --runtime onnx a `seqattn export` directory")
+    sv.add_argument("--runtime", default="pytorch", choices=["pytorch", "onnx"],
+                    help="onnx: serve an export with ONNX Runtime (greedy and beam search, no sampling)")
     sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])

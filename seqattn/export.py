@@ -150,9 +150,11 @@ def _sample_inputs(model: Seq2Seq, lengths: list[int], beams: int, seed: int = 0
 
 
 @torch.no_grad()
-def export(model: Seq2Seq, tokenizer_files: list[Path], out: Path, max_len: int, max_output_ratio: float) -> dict:
+def export(model: Seq2Seq, tokenizer_files: list[Path], out: Path, max_len: int, max_output_ratio: float,
+           langs: tuple[str | None, str | None] = (None, None)) -> dict:
     """Write the ONNX export of model (plain, on the CPU) into out with the tokenizer files; check it;
-    return seqattn.json's content plus the largest difference found against PyTorch ("max_diff")."""
+    return seqattn.json's content plus the largest difference found against PyTorch ("max_diff").
+    max_len, max_output_ratio: the model's data.max_len and train.max_output_ratio; langs: its languages."""
     import onnx
 
     model = model.float().cpu().eval()
@@ -182,6 +184,7 @@ def export(model: Seq2Seq, tokenizer_files: list[Path], out: Path, max_len: int,
             "attention": model.cfg.attention, "input_feeding": model.cfg.input_feeding,
             "dec_hidden_size": model.decoder.hidden_size, "src_vocab": model.encoder.embed.num_embeddings,
             "tgt_vocab": model.decoder.out.out_features, "max_len": max_len, "max_output_ratio": max_output_ratio,
+            "src_lang": langs[0], "tgt_lang": langs[1],
             "tokenizers": [f.name for f in tokenizer_files], "encoder_outputs": encoder_outputs(model),
             "step_inputs": steps_in, "step_outputs": step_outputs(model)}
     diff = check(model, out)
@@ -198,7 +201,8 @@ def export_model_dir(model_dir: str | Path, out: str | Path, checkpoint: str | N
     model, cfg, _ = _load_model(model_dir, checkpoint, torch.device("cpu"), None, fast=False)
     names = ["spm.model", "tgt_pieces.txt"] if (model_dir / "spm.model").exists() else ["src.model", "tgt.model"]
     files = [model_dir / n for n in names if (model_dir / n).exists()]
-    return export(model, files, out, cfg.data.max_len, cfg.train.max_output_ratio)
+    langs = (cfg.data.src_lang, cfg.data.tgt_lang)
+    return export(model, files, out, cfg.data.max_len, cfg.train.max_output_ratio, langs)
 
 
 def check(model: Seq2Seq, out: Path) -> float:

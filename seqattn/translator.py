@@ -171,6 +171,12 @@ class Translator:
         translator._decoding()   # derived once here, so that a loaded Translator is ready to decode
         return translator
 
+    def info(self) -> dict:
+        """Return what `GET /info` tells of the model: config, languages, vocabularies, device, ensemble."""
+        return {"model": dict(vars(self.cfg.model)), "src_lang": self.cfg.data.src_lang,
+                "tgt_lang": self.cfg.data.tgt_lang, "src_vocab": len(self.tok.src), "tgt_vocab": len(self.tok.tgt),
+                "device": str(self.device), "runtime": "pytorch", "ensemble": 1 + len(self.members)}
+
     def translate(self, lines: list[str], batch_size: int = 64, attention: bool = False,
                   options: SearchOptions | None = None) -> list[Translation]:
         """Return the best translation of each line, in order (greedy unless options say otherwise)."""

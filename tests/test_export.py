@@ -135,3 +135,28 @@ def test_a_broken_or_mismatched_export_is_a_one_line_error(tmp_path, exported):
     missing = subprocess.run([sys.executable, "-m", "seqattn", "export", str(tmp_path / "nope"), "--out",
                               str(tmp_path / "o")], capture_output=True, text=True)
     assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_serve_with_the_onnx_runtime_answers_as_pytorch_does(exported):
+    from fastapi.testclient import TestClient
+
+    from seqattn.errors import SeqattnError
+    from seqattn.serve.app import create_app
+    from seqattn.serve.runtime import RuntimeTranslator
+
+    translator, _, pairs, tmp, meta = exported
+    if meta["name"] != "lstm-dot":
+        pytest.skip("one architecture is enough")
+    onnx_client = TestClient(create_app(RuntimeTranslator(tmp / "export")))
+    torch_client = TestClient(create_app(translator))
+    info = onnx_client.get("/info").json()
+    assert info["runtime"] == "onnxruntime" and info["src_vocab"] == len(translator.tok.src)
+    assert info["src_lang"] == translator.cfg.data.src_lang and torch_client.get("/info").json()["runtime"] == "pytorch"
+    body = {"texts": [s for s, _ in pairs[:4]], "beam": 3, "nbest": 2, "attention": True}
+    got, want = (c.post("/translate", json=body).json()["translations"] for c in (onnx_client, torch_client))
+    assert [g["translation"] for g in got] == [w["translation"] for w in want]
+    nbest = lambda items: [[n["translation"] for n in item["nbest"]] for item in items]  # noqa: E731
+    assert nbest(got) == nbest(want)
+    assert all(g["target_tokens"] == w["target_tokens"] for g, w in zip(got, want))
+    with pytest.raises(SeqattnError, match="seqattn.json"):
+        RuntimeTranslator(tmp / "model")                              # a model directory is not an export

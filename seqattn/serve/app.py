@@ -85,7 +85,8 @@ def _error(status: int, message: str, limit: str | None = None) -> JSONResponse:
 
 
 def create_app(translator: Translator, limits: Limits | None = None) -> FastAPI:
-    """Return the app serving translator (loaded once) within limits."""
+    """Return the app serving translator (loaded once) within limits: a `Translator`, or anything with its
+    translate_n and info (`serve.runtime.RuntimeTranslator`: the ONNX export)."""
     limits = limits or Limits()
     app = FastAPI(title="seqattn", description="Recurrent seq2seq with Luong attention: translate and see "
                                                "where the model looked.")
@@ -95,7 +96,6 @@ def create_app(translator: Translator, limits: Limits | None = None) -> FastAPI:
 
     batcher = Batcher(decode, max_batch=limits.max_batch, max_wait_s=limits.max_wait_ms / 1000)
     app.state.batcher = batcher
-    cfg = translator.cfg
 
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
 
@@ -115,10 +115,7 @@ def create_app(translator: Translator, limits: Limits | None = None) -> FastAPI:
 
     @app.get("/info")
     async def info():
-        return {"model": {k: v for k, v in vars(cfg.model).items()},
-                "src_lang": cfg.data.src_lang, "tgt_lang": cfg.data.tgt_lang,
-                "src_vocab": len(translator.tok.src), "tgt_vocab": len(translator.tok.tgt),
-                "device": str(translator.device), "ensemble": 1 + len(translator.members), "limits": vars(limits)}
+        return {**translator.info(), "limits": vars(limits)}
 
     @app.post("/translate")
     async def translate(req: TranslateRequest):

@@ -1,0 +1,29 @@
+"""`seqattn serve --runtime onnx EXPORT_DIR`: the app over seqattn_runtime instead of PyTorch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class RuntimeTranslator:
+    """A `seqattn_runtime.Runtime` with the two things the app asks of a translator: translate_n and info."""
+
+    def __init__(self, export_dir: str | Path):
+        from seqattn_runtime import ExportError, Runtime
+
+        from ..errors import SeqattnError
+
+        try:
+            self.runtime = Runtime(export_dir)
+        except ExportError as e:
+            raise SeqattnError(str(e)) from None
+
+    def translate_n(self, texts: list[str], attention: bool, options) -> list:
+        return self.runtime.translate_n(texts, options.beam, options.nbest, options.alpha, attention=attention)
+
+    def info(self) -> dict:
+        meta = self.runtime.meta
+        keys = ("rnn", "layers", "attention", "input_feeding", "dec_hidden_size")
+        return {"model": {k: meta[k] for k in keys}, "src_lang": meta.get("src_lang"), "tgt_lang": meta.get("tgt_lang"),
+                "src_vocab": meta["src_vocab"], "tgt_vocab": meta["tgt_vocab"], "device": "cpu",
+                "runtime": "onnxruntime", "ensemble": 1}
