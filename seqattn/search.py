@@ -224,7 +224,8 @@ def greedy(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_len: to
     steps = steps or model
     sources = _Sources(steps, src, src_len, width)
     limit_of = max_len.to(device)
-    ids = torch.zeros(b, int(limit_of.max()), dtype=torch.long, device=device)   # row i's outputs, to out_len[i]
+    spare = int(limit_of.max())   # a last column that finished rows write into while they wait for a place
+    ids = torch.zeros(b, spare + 1, dtype=torch.long, device=device)   # row i's outputs, to out_len[i]
     att = None                                                       # b x steps x src_len once known
     out_len = limit_of.clone()
     score = torch.zeros(b, device=device)
@@ -252,6 +253,7 @@ def greedy(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_len: to
             att[rows, pos, : alpha.size(-1)] = alpha
         pos += 1
         newly = ~done & ((y == EOS) | (pos >= limit_of[rows]))
+        pos.clamp_(max=spare)   # only finished rows get past their limit; nothing reads what they write
         out_len[rows] = torch.where(newly, pos, out_len[rows])
         done |= newly
         n_done = int(done.sum())

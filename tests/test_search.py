@@ -101,6 +101,30 @@ def test_greedy_on_a_batch_equals_each_sentence_alone(att, feed, width, prep):
     assert all(h.attention is None for h in greedy(model, src, src_len, limit, attention=False, width=width))
 
 
+@pytest.mark.parametrize("prep", [False, True])
+def test_sentences_that_run_to_the_limit_while_the_last_ones_join(prep):
+    """A model that never writes <eos>: every sentence runs to its limit. With 10 sentences of one length
+    and 4 rows, the last refill fills 2 of 4 places; the 2 finished rows stay in the batch while the
+    others decode, and their steps must not write past the outputs (an IndexError once)."""
+    from seqattn.data.tokenizer import EOS
+
+    model = random_model()
+    steps = Decoding(model) if prep else model
+    real_step = steps.step
+
+    def never_ends(y, *a, **k):
+        logits, *rest = real_step(y, *a, **k)
+        return (logits.index_fill(1, torch.tensor([EOS]), float("-inf")), *rest)
+
+    steps.step = never_ends
+    src, src_len = pad_sources([[5, 6, 7]] * 10)
+    limit = max_lengths(src_len, 1.5)
+    out = greedy(model, src, src_len, limit, width=4, steps=steps)
+    del steps.step
+    assert [len(h.ids) for h in out] == limit.tolist() and not any(h.finished for h in out)
+    assert all(h.ids == out[0].ids and h.attention.shape == (limit[0], 4) for h in out)
+
+
 def test_encoded_rows_join_and_are_overwritten_across_source_lengths():
     """join pads shorter sources (mask False, zero memory); put writes rows in place, or into a
     longer copy when the newcomers' sources are longer."""
