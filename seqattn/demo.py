@@ -10,6 +10,12 @@ from .plot import plot_attention
 from .train import Callback, Trainer
 from .translator import Translator
 
+# The qa task learns its 793 facts for the whole budget. In 150 s, held-out exact match for seeds 1 / 2 / 3:
+# 89.2 / 93.7 / 93.8% at 0.003, 99.3 / 98.8 / 98.8% at 0.006, 98.4 / 99.9 / 99.6% at 0.008 (validation:
+# 98.7 / 100 / 99.3%); 0.005 with batches twice as large makes half the steps (65.7%, seed 1). The dates
+# task is done within 30 s at 0.003.
+LEARNING_RATE = {"qa": 0.008}
+
 
 def demo_config(task: str, out: Path, seconds: float, seed: int, steps: int = 0) -> Config:
     """Return the demo's config: a small model that learns the task in minutes on a CPU."""
@@ -19,7 +25,8 @@ def demo_config(task: str, out: Path, seconds: float, seed: int, steps: int = 0)
                         max_len=60),
         model=ModelConfig(rnn="lstm", emb_size=64, enc_hidden_size=96, bidirectional=True, dec_hidden_size=192,
                           attention="dot", dropout=0.1),
-        train=TrainConfig(seed=seed, batch_tokens=1500, lr=0.003, schedule="plateau", plateau_patience=1,
+        train=TrainConfig(seed=seed, batch_tokens=1500, lr=LEARNING_RATE.get(task, 0.003), schedule="plateau",
+                          plateau_patience=1,
                           label_smoothing=0.0, max_minutes=seconds / 60, max_steps=steps, valid_every=150,
                           valid_metric="exact", early_stopping=3, log_every=25, tensorboard=False),
     ).validate("demo")
