@@ -230,9 +230,10 @@ def cmd_export(args) -> int:
         from .errors import SeqattnError
 
         raise SeqattnError(f"export needs {e.name}: pip install onnx onnxruntime (or the [onnx] extra)") from None
-    meta = export_model_dir(args.model_dir, args.out, args.checkpoint)
+    meta = export_model_dir(args.model_dir, args.out, args.checkpoint, args.quantize)
+    kind = "int8 weights, " if args.quantize else ""
     print(f"exported {args.model_dir} to {args.out}: encoder.onnx, step.onnx, {', '.join(meta['tokenizers'])}, "
-          f"seqattn.json (checked: onnx.checker, ONNX Runtime within {meta['max_diff']:.1e} of PyTorch)")
+          f"seqattn.json ({kind}checked: onnx.checker, ONNX Runtime within {meta['max_diff']:.1e} of PyTorch)")
     return 0
 
 
@@ -425,6 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
     xp.add_argument("model_dir")
     xp.add_argument("--out", required=True, help="the export directory (created)")
     xp.add_argument("--checkpoint", help="checkpoint file (default: as translate)")
+    xp.add_argument("--quantize", choices=["int8"], help="int8 weights (ONNX Runtime's dynamic quantization): "
+                    "a quarter of the size, about 4x faster one sentence at a time, outputs close to float32's")
     xp.set_defaults(func=cmd_export)
 
     av = sub.add_parser("average", help="average the weights of checkpoints (e.g. MODEL_DIR/step_*.pt)")

@@ -160,3 +160,21 @@ def test_serve_with_the_onnx_runtime_answers_as_pytorch_does(exported):
     assert all(g["target_tokens"] == w["target_tokens"] for g, w in zip(got, want))
     with pytest.raises(SeqattnError, match="seqattn.json"):
         RuntimeTranslator(tmp / "model")                              # a model directory is not an export
+
+
+def test_an_int8_export_is_smaller_quantized_and_translates_close_to_float(exported, tmp_path):
+    translator, runtime, pairs, tmp, meta = exported
+    if meta["name"] not in ("lstm-dot", "gru-concat-feeding"):
+        pytest.skip("two architectures are enough")
+    import onnx
+
+    q = export_model_dir(tmp / "model", tmp_path / "int8", quantize="int8")
+    assert q["quantize"] == "int8" and meta["quantize"] is None and q["max_diff"] < 1.0
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "int8" / "step.onnx")).graph.node}
+    assert ops & {"MatMulInteger", "DynamicQuantizeLSTM", "DynamicQuantizeLinear"}, ops
+    shrink = 0.5 if meta["name"] == "lstm-dot" else 0.9   # ONNX Runtime quantizes LSTMs, not GRUs (their products)
+    assert (tmp_path / "int8" / "step.onnx").stat().st_size < shrink * (tmp / "export" / "step.onnx").stat().st_size
+    lines = [s for s, _ in pairs]
+    close = Runtime(tmp_path / "int8").translate(lines, beam=3)
+    same = sum(a.text == b.text for a, b in zip(close, runtime.translate(lines, beam=3)))
+    assert same >= 0.8 * len(lines), same
