@@ -10,22 +10,24 @@ from .plot import plot_attention
 from .train import Callback, Trainer
 from .translator import Translator
 
-# The qa task learns its 793 facts for the whole budget. In 150 s, held-out exact match for seeds 1 / 2 / 3:
-# 89.2 / 93.7 / 93.8% at 0.003, 99.3 / 98.8 / 98.8% at 0.006, 98.4 / 99.9 / 99.6% at 0.008 (validation:
-# 98.7 / 100 / 99.3%); 0.005 with batches twice as large makes half the steps (65.7%, seed 1). The dates
-# task is done within 30 s at 0.003.
-LEARNING_RATE = {"qa": 0.008}
+# The qa task learns its 793 facts for the whole budget. In 150 s, held-out exact match for seeds 1 / 2 / 3
+# (validation exact match in brackets): learning rate 0.003, dropout 0.1: 89.2 / 93.7 / 93.8%; 0.006:
+# 99.3 / 98.8 / 98.8% (98.3 / 99.0 / 97.0); 0.008: 98.4 / 99.9 / 99.6% (98.7 / 100 / 99.3); 0.008 and no
+# dropout: 98.9 / 99.5 / 99.8% (99.7 / 99.7 / 100). Batches of 3,000 at 0.005 make half the steps (61.0%,
+# seed 1). The dates task is done within 30 s with the defaults.
+TASK_SETTINGS = {"qa": {"lr": 0.008, "dropout": 0.0}}
 
 
 def demo_config(task: str, out: Path, seconds: float, seed: int, steps: int = 0) -> Config:
     """Return the demo's config: a small model that learns the task in minutes on a CPU."""
+    own = TASK_SETTINGS.get(task, {})
     return Config(
         model_dir=str(out / "model"),
         data=DataConfig(train_tsv=str(out / "train.tsv"), valid_tsv=str(out / "valid.tsv"), vocab_size=400,
                         max_len=60),
         model=ModelConfig(rnn="lstm", emb_size=64, enc_hidden_size=96, bidirectional=True, dec_hidden_size=192,
-                          attention="dot", dropout=0.1),
-        train=TrainConfig(seed=seed, batch_tokens=1500, lr=LEARNING_RATE.get(task, 0.003), schedule="plateau",
+                          attention="dot", dropout=own.get("dropout", 0.1)),
+        train=TrainConfig(seed=seed, batch_tokens=1500, lr=own.get("lr", 0.003), schedule="plateau",
                           plateau_patience=1,
                           label_smoothing=0.0, max_minutes=seconds / 60, max_steps=steps, valid_every=150,
                           valid_metric="exact", early_stopping=3, log_every=25, tensorboard=False),
