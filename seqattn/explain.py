@@ -1,7 +1,8 @@
 """One sentence through the seed's model, step by step: the context vector, free decoding, teacher forcing.
 
-Runs the readable model (`seqattn.model`) one step at a time, the way the seed explains it, and records
-what each step is fed, what it predicts and where it looks. `seqattn explain` prints it.
+Calls the model's own `Seq2Seq.encode` and `Seq2Seq.step` (`seqattn/model/`) one step at a time, the way
+the seed explains it, and records what each step is fed, what it predicts and where it looks.
+`seqattn explain` prints it.
 """
 
 from __future__ import annotations

@@ -45,10 +45,13 @@ def _take(state: list[np.ndarray], rows: np.ndarray) -> list[np.ndarray]:
 
 def greedy(step: Step, state: list[np.ndarray], feed: np.ndarray | None, limits: np.ndarray,
            src_len: np.ndarray, attention: bool) -> list[Hypothesis]:
-    """Return the argmax output of each of the len(limits) sentences (state: one row each)."""
+    """Return the argmax output of each of the b sentences.
+
+    state: h (and c), each layers x b x hidden; feed: b x hidden or None; limits, src_len: b (src_len with
+    <eos>). Finished sentences leave the batch at once."""
     b = len(limits)
     ids = np.zeros((b, int(limits.max())), np.int64)
-    att: list[list[np.ndarray]] = [[] for _ in range(b)]
+    att: np.ndarray | None = None                        # b x steps x src_len once the first weights come
     score = np.zeros(b, np.float32)
     out_len = limits.copy()
     rows = np.arange(b)                    # the sentences still decoding
@@ -60,8 +63,9 @@ def greedy(step: Step, state: list[np.ndarray], feed: np.ndarray | None, limits:
         score[rows] += logp[np.arange(len(rows)), y]
         ids[rows, t] = y
         if attention and alpha is not None:
-            for r, a in zip(rows, alpha):
-                att[r].append(a[: src_len[r]])
+            if att is None:
+                att = np.zeros((b, ids.shape[1], alpha.shape[1]), np.float32)
+            att[rows, t] = alpha
         t += 1
         done = (y == EOS) | (t >= limits[rows])
         out_len[rows[done]] = t
@@ -74,7 +78,7 @@ def greedy(step: Step, state: list[np.ndarray], feed: np.ndarray | None, limits:
         row = ids[i, : out_len[i]].tolist()
         finished = row[-1] == EOS
         hyps.append(Hypothesis(row[:-1] if finished else row, float(score[i]),
-                               np.stack(att[i]) if att[i] else None, finished))
+                               None if att is None else att[i, : out_len[i], : src_len[i]], finished))
     return hyps
 
 
@@ -91,8 +95,11 @@ def _cannot_improve(finished: list[Hypothesis], nbest: int, best_alive: float, l
 
 def beam_search(step: Step, state: list[np.ndarray], feed: np.ndarray | None, limits: np.ndarray,
                 src_len: np.ndarray, beam: int, alpha: float, nbest: int, attention: bool) -> list[list[Hypothesis]]:
-    """Return the nbest hypotheses of each sentence, best first: beam search of width beam with the rules
-    of `seqattn.search.beam_search` (state: one row per sentence; each gets beam rows)."""
+    """Return the nbest hypotheses of each of the b sentences, best first: beam search of width beam with
+    the rules of `seqattn.search.beam_search`.
+
+    state: h (and c), each layers x b x hidden, one row per sentence (each gets beam rows, consecutive);
+    feed: b x hidden or None; limits, src_len: b (src_len with <eos>)."""
     b, k = len(limits), beam
     state = [np.repeat(s, k, axis=1) for s in state]
     feed = None if feed is None else np.repeat(feed, k, axis=0)

@@ -12,6 +12,8 @@ from .search import beam_search, greedy, max_lengths
 
 FORMAT, VERSION = "seqattn-onnx", 1
 PAD = 0
+REQUIRED = ("rnn", "input_feeding", "dec_hidden_size", "src_vocab", "tgt_vocab", "max_len", "max_output_ratio",
+            "tokenizers", "encoder_outputs", "step_inputs", "step_outputs")
 
 
 class ExportError(Exception):
@@ -91,6 +93,9 @@ class Runtime:
             raise ExportError(f"{meta_path}: not valid JSON ({e})") from None
         if meta.get("format") != FORMAT or meta.get("version") != VERSION:
             raise ExportError(f"{meta_path}: not a {FORMAT} version {VERSION} export")
+        missing = [k for k in REQUIRED if k not in meta]
+        if missing:
+            raise ExportError(f"{meta_path}: missing key {missing[0]!r}")
         names = meta["tokenizers"]
         if "spm.model" in names:
             self.src = _Pieces(d / "spm.model")
@@ -152,20 +157,20 @@ class Runtime:
         state = [outs["h0"]] + ([outs["c0"]] if self.lstm else [])
         hidden = self.meta["dec_hidden_size"]
         feed = np.zeros((len(batch), hidden), np.float32) if self.feeding else None
-        memory, keys, mask = outs["memory"], outs.get("keys"), src != PAD
         session, wanted = self.sessions["step.onnx"], self.meta["step_inputs"]
+        source = {"memory": outs["memory"], "keys": outs.get("keys"), "mask": src != PAD}
+        source = {k: v for k, v in source.items() if k in wanted}   # batch x src_len (x *) each
+        rows_of = {"sents": np.arange(len(batch)), **source}        # the rows of the sentences decoding
 
         def step(y, state, feed, rows):
             sents = rows if beam == 1 else rows[::beam]
-            x = {"y": y, "h": state[0]}
+            if not np.array_equal(sents, rows_of["sents"]):          # only when sentences have finished
+                rows_of.update({k: v[sents] for k, v in source.items()}, sents=sents)
+            x = {"y": y, "h": state[0], **{k: rows_of[k] for k in source}}
             if self.lstm:
                 x["c"] = state[1]
             if feed is not None:
                 x["feed"] = feed
-            if "memory" in wanted:
-                x["memory"], x["mask"] = memory[sents], mask[sents]
-                if keys is not None:
-                    x["keys"] = keys[sents]
             got = dict(zip(self.meta["step_outputs"], session.run(None, x)))
             new_state = [got["h_out"]] + ([got["c_out"]] if self.lstm else [])
             return got["logp"], new_state, got["s_tilde"] if self.feeding else None, got.get("alpha")

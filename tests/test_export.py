@@ -121,6 +121,8 @@ def test_a_broken_or_mismatched_export_is_a_one_line_error(tmp_path, exported):
         "no_meta": (lambda d: (d / "seqattn.json").unlink(), "seqattn.json"),
         "bad_json": (lambda d: (d / "seqattn.json").write_text("{"), "seqattn.json"),
         "other_format": (lambda d: (d / "seqattn.json").write_text('{"format": "x"}'), "seqattn.json"),
+        "missing_key": (lambda d: (d / "seqattn.json").write_text('{"format": "seqattn-onnx", "version": 1}'),
+                        "missing key 'rnn'"),
         "no_tokenizer": (lambda d: (d / "spm.model").unlink(), "spm.model"),
         "view": (lambda d: (d / "tgt_pieces.txt").write_text("0\n1\n2\n3\n999999\n"), "tgt_pieces.txt:5"),
         "vocab": (lambda d: (d / "tgt_pieces.txt").write_text("0\n1\n2\n3\n"), "target tokenizer has 4 pieces"),

@@ -49,17 +49,17 @@ class Segmentations:
         at = 0
         for first in range(0, len(lines), CHUNK):
             for row, cands in enumerate(sp.NBestEncode(lines[first : first + CHUNK], nbest_size=nbest), first):
-                for k, ids in enumerate(cands[:nbest]):
-                    ids = np.asarray(ids, np.int64)
+                for k, cand in enumerate(cands[:nbest]):
+                    base = ids = np.asarray(cand, np.int64)
                     ok = True
                     if to_ids is not None:
-                        ids = to_ids[ids]
+                        ids = to_ids[base]
                         ok = bool((ids >= 0).all())
                         if k == 0 and not ok:          # the standard segmentation: <unk> for such a piece
                             ids, ok = np.where(ids >= 0, ids, UNK), True
                     start[row, k], length[row, k] = at, len(ids)
                     if ok:
-                        score[row, k] = table[np.asarray(cands[k], np.int64)].sum() if len(ids) else 0.0
+                        score[row, k] = table[base].sum()
                     flat.append(ids.astype(np.int32))
                     at += len(ids)
                 if not cands:                      # an empty line: one empty segmentation
