@@ -61,6 +61,7 @@ class TrainConfig:
     lr: float = 0.001
     schedule: Literal["constant", "plateau", "warmup_decay"] = "plateau"
     warmup_steps: int = 0             # warmup_decay: linear warm-up, then cosine decay to lr_min
+    decay_over: Literal["steps", "minutes"] = "steps"   # warmup_decay ends at max_steps or at max_minutes
     lr_min: float = 1.0e-5
     plateau_factor: float = 0.5       # plateau: lr *= factor after plateau_patience bad validations
     plateau_patience: int = 1
@@ -130,8 +131,11 @@ class Config:
             raise SeqattnError(f"{where}: model.tie_embeddings needs model.emb_size == model.dec_hidden_size")
         if m.input_feeding and m.attention == "none":
             raise SeqattnError(f"{where}: model.input_feeding needs an attention (model.attention is 'none')")
-        if t.schedule == "warmup_decay" and t.max_steps <= 0:
-            raise SeqattnError(f"{where}: train.schedule 'warmup_decay' needs train.max_steps > 0")
+        if t.schedule == "warmup_decay" and t.decay_over == "steps" and t.max_steps <= 0:
+            raise SeqattnError(f"{where}: train.schedule 'warmup_decay' needs train.max_steps > 0 (or "
+                               f"train.decay_over: minutes with train.max_minutes)")
+        if t.schedule == "warmup_decay" and t.decay_over == "minutes" and t.max_minutes <= 0:
+            raise SeqattnError(f"{where}: train.decay_over 'minutes' needs train.max_minutes > 0")
         return self
 
 

@@ -145,14 +145,22 @@ def make_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
     return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
 
 
-def lr_factor(cfg: Config, step: int) -> float:
-    """Return the learning-rate multiplier at step for the constant / warmup_decay schedules."""
+def lr_factor(cfg: Config, step: int, minutes: float = 0.0) -> float:
+    """Return the learning-rate multiplier at step, after minutes of training, for the constant /
+    warmup_decay schedules.
+
+    warmup_decay warms up linearly over warmup_steps, then follows a cosine to lr_min: at max_steps, or
+    with decay_over 'minutes' at max_minutes (so a run cut by its time budget still ends annealed).
+    """
     t = cfg.train
     if t.schedule != "warmup_decay":
         return 1.0
     if step < t.warmup_steps:
         return (step + 1) / t.warmup_steps
-    frac = min(1.0, (step - t.warmup_steps) / max(1, t.max_steps - t.warmup_steps))
+    if t.decay_over == "minutes":
+        frac = min(1.0, minutes / t.max_minutes)
+    else:
+        frac = min(1.0, (step - t.warmup_steps) / max(1, t.max_steps - t.warmup_steps))
     floor = t.lr_min / t.lr
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * frac))
 
@@ -216,14 +224,15 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = DistributedDataParallel(self.model, device_ids=ids)
         self.optimizer = make_optimizer(self.model, cfg.train.lr)
+        self.progress = Progress()
         if cfg.train.schedule == "plateau":
             mode = "max" if HIGHER_IS_BETTER[cfg.train.valid_metric] else "min"
             self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
                 self.optimizer, mode=mode, factor=cfg.train.plateau_factor, patience=cfg.train.plateau_patience,
                 min_lr=cfg.train.lr_min)
         else:
-            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(cfg, s))
-        self.progress = Progress()
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+                self.optimizer, lambda s: lr_factor(cfg, s, self.progress.elapsed / 60))
         if resume:
             self._load_state(load_checkpoint(self.dir / "last.pt"))
             if main:
@@ -343,11 +352,16 @@ class Trainer:
         """
         d = self.dist
         part = batch.rows(d.rank, d.world) if d.active else batch
-        loss = optimisation_step(self.net, self.optimizer, part, self.cfg.train, self.device,
+        return optimisation_step(self.net, self.optimizer, part, self.cfg.train, self.device,
                                  norm_tokens=batch.n_tokens, grad_scale=d.world)
-        if not isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            self.scheduler.step()
-        return loss
+
+    def _next_rate(self) -> None:
+        """Set the learning rate of the next step from the step count and the training time so far."""
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            return
+        if self.dist.active and self.cfg.train.decay_over == "minutes":   # one clock for every rank's rate
+            self.progress.elapsed = self.dist.from_main(self.progress.elapsed, self.device)
+        self.scheduler.step()
 
     @torch.no_grad()
     def validate(self, record: bool = True) -> dict:
@@ -468,6 +482,7 @@ class Trainer:
                 p.batch_in_epoch += 1
                 win_tokens += batch.n_tokens
                 p.elapsed += time.perf_counter() - tick
+                self._next_rate()
                 self.callback("step", {"step": p.step, "epoch": p.epoch})
                 if p.step % t.log_every == 0:
                     loss = self.dist.sum(float(win_loss), self.device) / max(win_tokens, 1)

@@ -56,6 +56,9 @@ def test_cross_field_checks():
         cfg(model={"init_range": -0.1})
     with pytest.raises(SeqattnError, match="warmup_decay' needs train.max_steps"):
         cfg(train={"schedule": "warmup_decay"})
+    with pytest.raises(SeqattnError, match="c.yaml: train.decay_over 'minutes' needs train.max_minutes > 0"):
+        cfg(train={"schedule": "warmup_decay", "decay_over": "minutes", "max_steps": 100})
+    cfg(train={"schedule": "warmup_decay", "decay_over": "minutes", "max_minutes": 2.5})
     with pytest.raises(SeqattnError, match="sample_nbest in 2..1000 .the segmentations drawn among., got 0.1 and -1"):
         cfg(data={"sample_alpha": 0.1, "sample_nbest": -1})
     with pytest.raises(SeqattnError, match="data.sample_alpha draws segmentations of the training text"):

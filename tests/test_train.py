@@ -1,6 +1,7 @@
 """Training: a small model learns, resume is exact, checkpoints are atomic and safe to load."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -126,6 +127,25 @@ def test_the_last_checkpoints_are_averaged_when_that_beats_best(tmp_path, monkey
         more = write_tiny_config(tmp_path, pairs, train__max_steps=70, train__valid_every=20, train__keep_last=0)
         Trainer(load_config(more), resume=True).run()
         assert not (model / "averaged.pt").exists()
+
+
+def test_warmup_decay_over_minutes_follows_the_clock_to_lr_min(tmp_path, monkeypatch):
+    """decay_over 'minutes' anneals by training time, so a run that its time budget ends finishes at lr_min.
+    A clock that ticks one second per reading makes every step last exactly one second: 30 steps in the
+    half-minute budget, and step k trains at lr_min + (lr - lr_min) * (1 + cos(pi * k / 30)) / 2 (k from 0)."""
+    clock = iter(range(10**6))
+    monkeypatch.setattr("seqattn.train.time", type("Clock", (), {"perf_counter": lambda: float(next(clock))}))
+    path = write_tiny_config(tmp_path, reverse_pairs(20, seed=2), train__schedule="warmup_decay",
+                             train__decay_over="minutes", train__max_minutes=0.5, train__max_steps=0,
+                             train__lr_min=0.0001, train__log_every=1, train__valid_every=1000)
+    result = Trainer(load_config(path)).run()
+    assert result["step"] == 30 and result["reason"] == "max_minutes"
+    log = [r for r in map(json.loads, (tmp_path / "model" / "train_log.jsonl").read_text().splitlines())
+           if r["kind"] == "train"]
+    lr = {r["step"]: r["lr"] for r in log}    # the rate the next step (number r["step"], from 0) trains at
+    assert lr[15] == pytest.approx((0.01 + 0.0001) / 2)
+    assert lr[29] == pytest.approx(0.0001 + 0.0099 * (1 + math.cos(math.pi * 29 / 30)) / 2)
+    assert all(lr[k + 1] < lr[k] for k in range(1, 29))
 
 
 def test_subword_sampling_draws_a_new_segmentation_every_epoch_and_the_same_one_again(tmp_path):
