@@ -4,21 +4,25 @@ greedy and beam 5) and on validation (greedy BLEU, the figure settings are chose
 
 usage: python benchmarks/quality.py --direction de-en [--runs recipe,sr,short,short2] [--skip-train]
                                     [--out runs/quality] [--sr-alpha 0.1] [--sr-steps 5000]
-                                    [--short-steps 2500]
+                                    [--short-steps 2500] [--third-minutes 19.5]
 
 Runs (each trained alone on the machine, so that its minutes mean something):
   recipe  examples/multi30k.yaml (de-en) or examples/multi30k-<direction>.yaml, as it is
   sr      the recipe with data.sample_alpha / sample_nbest 64 and --sr-steps steps
   short   the recipe with --short-steps steps (its cosine ends there): the first member of the ensemble
   short2  the same with train.seed 2: the second member
+  third, third2, third3
+          the recipe with --third-minutes of training each (its cosine ends at that time, whatever the
+          machine's speed), seeds 1234, 2 and 3: three members that together fit in one hour
 Rows (scored from whichever runs exist):
   recipe          best.pt of the recipe run
   + averaging     what `translate` uses after the recipe run: averaged.pt when it beat best.pt on validation
   + subword reg.  the sr run, what `translate` uses
   short           the short run alone, what `translate` uses
   ensemble of 2   the short run with --ensemble the short2 run (training minutes: both together)
-The figures go to benchmarks/results/quality.json (merged by direction and row); the whole table is
-printed in Markdown.
+  ensemble of 3   the third run with --ensemble third2 third3 (training minutes: the three together)
+Only the rows that the runs named in --runs feed are scored (all of them by default); the figures go to
+benchmarks/results/quality.json (merged by direction and row); the whole table is printed in Markdown.
 """
 
 from __future__ import annotations
@@ -34,8 +38,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "quality.json"
 DIRECTIONS = ("de-en", "en-de", "en-fr", "en-cs")
-ROWS = ("recipe", "+ averaging", "+ subword reg.", "short", "ensemble of 2")
-RUNS = ("recipe", "sr", "short", "short2")
+RUNS = ("recipe", "sr", "short", "short2", "third", "third2", "third3")
+ROW_RUNS = {"recipe": ("recipe",), "+ averaging": ("recipe",), "+ subword reg.": ("sr",), "short": ("short",),
+            "ensemble of 2": ("short", "short2"), "ensemble of 3": ("third", "third2", "third3")}
+ROWS = tuple(ROW_RUNS)
+SEEDS = {"short2": 2, "third2": 2, "third3": 3}
 
 
 def recipe_path(direction: str) -> Path:
@@ -43,14 +50,18 @@ def recipe_path(direction: str) -> Path:
     return ROOT / "examples" / ("multi30k.yaml" if direction == "de-en" else f"multi30k-{direction}.yaml")
 
 
-def run_config(direction: str, run: str, out: Path, sr_alpha: float, sr_steps: int, short_steps: int) -> Path:
+def run_config(direction: str, run: str, out: Path, sr_alpha: float, sr_steps: int, short_steps: int,
+               third_minutes: float) -> Path:
     """Write run's config (the recipe, changed as the run says) into out/run.yaml; return its path."""
     from seqattn.config import load_config, save_config
 
     cfg = load_config(recipe_path(direction))
     cfg.model_dir = str(out / run)
+    cfg.train = dataclasses.replace(cfg.train, seed=SEEDS.get(run, cfg.train.seed))
     if run.startswith("short"):
-        cfg.train = dataclasses.replace(cfg.train, max_steps=short_steps, seed=2 if run == "short2" else cfg.train.seed)
+        cfg.train = dataclasses.replace(cfg.train, max_steps=short_steps)
+    elif run.startswith("third"):
+        cfg.train = dataclasses.replace(cfg.train, max_steps=0, max_minutes=third_minutes, decay_over="minutes")
     elif run == "sr":
         cfg.data = dataclasses.replace(cfg.data, sample_alpha=sr_alpha, sample_nbest=64)
         cfg.train = dataclasses.replace(cfg.train, max_steps=sr_steps)
@@ -73,17 +84,10 @@ def log_of(model_dir: Path) -> list[dict]:
 
 def score_row(row: str, runs: Path, data: Path, src: str, tgt: str) -> dict | None:
     """Return one row's figures, or None when its runs are missing."""
-    recipe, sr, short, short2 = (runs / run for run in RUNS)
-    if row == "recipe":
-        members, extra = [recipe], ["--checkpoint", "best.pt"]
-    elif row == "+ averaging":
-        members, extra = [recipe], []
-    elif row == "+ subword reg.":
-        members, extra = [sr], []
-    elif row == "short":
-        members, extra = [short], []
-    else:
-        members, extra = [short, short2], ["--ensemble", str(short2)]
+    members = [runs / run for run in ROW_RUNS[row]]
+    extra = ["--checkpoint", "best.pt"] if row == "recipe" else []
+    if len(members) > 1:
+        extra = ["--ensemble", *map(str, members[1:])]
     if not all((m / "best.pt").exists() for m in members):
         return None
     used = "averaged.pt" if row != "recipe" and (members[0] / "averaged.pt").exists() else "best.pt"
@@ -125,20 +129,25 @@ def main() -> int:
     ap.add_argument("--sr-alpha", type=float, default=0.1)
     ap.add_argument("--sr-steps", type=int, default=5000)
     ap.add_argument("--short-steps", type=int, default=2500)
+    ap.add_argument("--third-minutes", type=float, default=19.5,
+                    help="training minutes of each third run (the final validation comes on top)")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     src, tgt = args.direction.split("-")
     runs = Path(args.out) / args.direction
     runs.mkdir(parents=True, exist_ok=True)
+    named = [r for r in args.runs.split(",") if r]
+    for run in named:
+        if run not in RUNS:
+            ap.error(f"--runs: unknown run {run!r} ({', '.join(RUNS)})")
     if not args.skip_train:
-        for run in [r for r in args.runs.split(",") if r]:
-            if run not in RUNS:
-                ap.error(f"--runs: unknown run {run!r} ({', '.join(RUNS)})")
-            config = run_config(args.direction, run, runs, args.sr_alpha, args.sr_steps, args.short_steps)
+        for run in named:
+            config = run_config(args.direction, run, runs, args.sr_alpha, args.sr_steps, args.short_steps,
+                                args.third_minutes)
             subprocess.run([sys.executable, "-m", "seqattn", "train", str(config), "--overwrite"], check=True,
                            cwd=ROOT)
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    for row in ROWS:
+    for row in [row for row in ROWS if set(ROW_RUNS[row]) & set(named)]:
         figures = score_row(row, runs, Path(args.data), src, tgt)
         if figures is not None:
             results.setdefault(args.direction, {})[row] = figures
