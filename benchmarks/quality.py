@@ -90,7 +90,8 @@ def score_row(row: str, runs: Path, data: Path, src: str, tgt: str) -> dict | No
         extra = ["--ensemble", *map(str, members[1:])]
     if not all((m / "best.pt").exists() for m in members):
         return None
-    used = "averaged.pt" if row != "recipe" and (members[0] / "averaged.pt").exists() else "best.pt"
+    used = " + ".join("averaged.pt" if row != "recipe" and (m / "averaged.pt").exists() else "best.pt"
+                      for m in members)   # what `translate` loads of each member
     valid = evaluate(members[0], f"{data}/val.{src}.gz", f"{data}/val.{tgt}.gz", extra)
     greedy = evaluate(members[0], f"{data}/test_2016_flickr.{src}.gz", f"{data}/test_2016_flickr.{tgt}.gz", extra)
     beam = evaluate(members[0], f"{data}/test_2016_flickr.{src}.gz", f"{data}/test_2016_flickr.{tgt}.gz",
@@ -137,6 +138,8 @@ def main() -> int:
     runs = Path(args.out) / args.direction
     runs.mkdir(parents=True, exist_ok=True)
     named = [r for r in args.runs.split(",") if r]
+    if args.third_minutes <= 0:
+        ap.error("--third-minutes: must be above 0 (it is the third runs' only stop)")
     for run in named:
         if run not in RUNS:
             ap.error(f"--runs: unknown run {run!r} ({', '.join(RUNS)})")
