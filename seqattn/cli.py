@@ -448,7 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv = sub.add_parser("serve", help="HTTP API and attention web page")
     sv.add_argument("model_dir", help="a model directory, or with --runtime onnx a `seqattn export` directory")
     sv.add_argument("--runtime", default="pytorch", choices=["pytorch", "onnx"],
-                    help="onnx: serve an export with ONNX Runtime (greedy and beam search, no sampling)")
+                    help="onnx: serve an export with ONNX Runtime")
     sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])

@@ -1,16 +1,21 @@
-"""Export a trained model to ONNX: the encoder and one decoder step, for `seqattn_runtime` (no PyTorch).
+"""Export a trained model to ONNX: its own `encode` and `step`, traced, for `seqattn_runtime` (no PyTorch).
 
-The export directory holds:
+The graphs are the model's code as it runs (`Seq2Seq.encode`, `Seq2Seq.step`), not a copy of it: an
+edited model exports its edit. The export directory holds:
 - encoder.onnx: src (batch x src_len int64, <eos> last, padded with 0) and src_len (batch) -> memory
-  (batch x src_len x enc_out), the attention keys when the score has its own (general, concat), and the
-  decoder's initial state h0 (and c0 for an LSTM), each layers x batch x dec_hidden.
+  (batch x src_len x enc_out), the attention keys when the score has its own (general, concat), the mask
+  (batch x src_len bool, True at real tokens), and the decoder's initial state h0 (and c0 for an LSTM),
+  each layers x batch x dec_hidden.
 - step.onnx: y (rows, the previous ids), h (and c), feed (rows x dec_hidden, input feeding only), memory,
   keys, mask (batch x src_len bool, True at real tokens) -> logp (rows x tgt_vocab log-probabilities),
   the new h (and c), s~ (rows x dec_hidden, fed back with input feeding), alpha (rows x src_len); the
   rows of a sentence's beams share its batch row of memory (rows = batch x beams, consecutive).
 - the SentencePiece model(s), tgt_pieces.txt with a joint vocabulary, and seqattn.json (sizes, names).
 Both graphs have dynamic batch, rows and source-length axes. The export checks itself before it
-reports success: onnx.checker, then ONNX Runtime's outputs against PyTorch's on sentences of its own.
+reports success: onnx.checker, then ONNX Runtime's outputs against the plain model's on sentences,
+batch and beams other than the traced ones. A model whose code the tracer cannot export, or whose graphs
+do not compute what the model computes (e.g. control flow that depends on the values), is refused with a
+one-line error, never exported wrong.
 """
 
 from __future__ import annotations
@@ -21,18 +26,18 @@ import os
 import shutil
 import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .checkpoint import atomic_write
 from .data.batching import pad_sources
 from .data.tokenizer import SOS
 from .errors import SeqattnError
-from .model.seq2seq import Seq2Seq
+from .model.seq2seq import Encoded, Seq2Seq
 
 FORMAT = "seqattn-onnx"
 VERSION = 1
@@ -40,47 +45,68 @@ OPSET = 17
 TOLERANCE = 1e-4   # largest difference between ONNX Runtime's and PyTorch's outputs the export accepts
 
 
-class _Encoder(nn.Module):
-    """The model's encode() in the form the ONNX exporter takes: the packed RNN reads the embeddings.
-    (Use it in eval mode: the exporter gives the wrapper back the mode it had, and the model with it.)"""
+@dataclass
+class _Interface:
+    """The export's inputs and outputs, read off the model's own encode and step on a sample."""
 
-    def __init__(self, model: Seq2Seq):
+    own_keys: bool     # the keys are not the memory itself (general, concat): an output of their own
+    attends: bool      # the step returns attention weights: it reads memory, keys and mask
+    lstm: bool         # the decoder state is (h, c), else h
+    feeding: bool      # the step takes s~_{t-1} (input feeding)
+
+    @classmethod
+    @torch.no_grad()
+    def of(cls, model: Seq2Seq) -> _Interface:
+        src, src_len = pad_sources([[4, 5, 6], [4]])
+        enc = model.encode(src, src_len)
+        feed = model.initial_feed(2, src.device)
+        _, state, _, alpha = model.step(torch.full((2,), SOS), enc.state, enc, feed)
+        return cls(enc.keys is not None and enc.keys is not enc.memory, alpha is not None, isinstance(state, tuple),
+                   feed is not None)
+
+    def encoder_outputs(self) -> list[str]:
+        return ["memory"] + (["keys"] if self.own_keys else []) + ["mask"] + (["h0", "c0"] if self.lstm else ["h0"])
+
+    def step_inputs(self) -> list[str]:
+        names = ["y", "h"] + (["c"] if self.lstm else []) + (["feed"] if self.feeding else [])
+        return names + ((["memory"] + (["keys"] if self.own_keys else []) + ["mask"]) if self.attends else [])
+
+    def step_outputs(self) -> list[str]:
+        return ["logp", "h_out"] + (["c_out"] if self.lstm else []) + ["s_tilde"] + (["alpha"] if self.attends else [])
+
+
+class _Encode(nn.Module):
+    """The model's own `encode`, its Encoded flattened into the export's outputs."""
+
+    def __init__(self, model: Seq2Seq, io: _Interface):
         super().__init__()
-        self.model = model
+        self.model, self.io = model, io
 
     def forward(self, src: torch.Tensor, src_len: torch.Tensor):
-        enc, m = self.model.encoder, self.model
-        packed = pack_padded_sequence(enc.embed(src), src_len, batch_first=True, enforce_sorted=False)
-        out, final = enc.rnn(packed)
-        memory, _ = pad_packed_sequence(out, batch_first=True, total_length=src.size(1))
-        final = tuple(map(enc.merge_directions, final)) if isinstance(final, tuple) else enc.merge_directions(final)
-        state = m.initial_state(final)
-        outputs = [memory]
-        if _own_keys(m):
-            outputs.append(m.decoder.keys(memory))
-        return (*outputs, *(state if isinstance(state, tuple) else (state,)))
+        enc = self.model.encode(src, src_len)
+        state = enc.state if isinstance(enc.state, tuple) else (enc.state,)
+        return (enc.memory, *([enc.keys] if self.io.own_keys else []), enc.mask, *state)
 
 
 class _Step(nn.Module):
-    """The model's step() with named tensor inputs, log-probabilities out."""
+    """The model's own `step` with named tensor inputs, log-probabilities out."""
 
-    def __init__(self, model: Seq2Seq):
+    def __init__(self, model: Seq2Seq, io: _Interface):
         super().__init__()
-        self.model = model
+        self.model, self.io = model, io
 
     def forward(self, *inputs: torch.Tensor):
-        m = self.model
-        names = step_inputs(m)
-        x = dict(zip(names, inputs))
+        x = dict(zip(self.io.step_inputs(), inputs))
         state = (x["h"], x["c"]) if "c" in x else x["h"]
-        memory = x.get("memory")
-        mask = x.get("mask")
-        keys = x.get("keys", memory) if m.cfg.attention != "none" else None
-        group = x["y"].size(0) // memory.size(0) if memory is not None else 1
-        if memory is None:   # no attention: the step never reads the source
-            memory = x["h"].new_zeros(x["y"].size(0), 1, 1)
-            mask = torch.ones(x["y"].size(0), 1, dtype=torch.bool)
-        logits, state, s_tilde, alpha = m.decoder.step(x["y"], state, memory, keys, mask, x.get("feed"), group)
+        if self.io.attends:
+            memory, mask = x["memory"], x["mask"]
+            keys = x.get("keys", memory)
+        else:   # the step reads no source (the check holds it to the model's step on real ones)
+            memory, mask = x["h"].new_zeros(x["y"].size(0), 1, 1), torch.ones(x["y"].size(0), 1, dtype=torch.bool)
+            keys = None
+        group = x["y"].size(0) // memory.size(0)
+        logits, state, s_tilde, alpha = self.model.step(x["y"], state, Encoded(memory, keys, mask, None),
+                                                        x.get("feed"), group)
         outputs = [torch.log_softmax(logits.float(), -1)]
         outputs += list(state) if isinstance(state, tuple) else [state]
         outputs.append(s_tilde)
@@ -90,44 +116,27 @@ class _Step(nn.Module):
 
 
 @contextlib.contextmanager
-def _quiet_native_stderr():
-    """Send what native code writes to file descriptor 2 to /dev/null for the block (the TorchScript
-    exporter's C++ logs warnings about its own shape inference of packed sequences there)."""
+def _quiet_native_output():
+    """Send what native code writes to file descriptors 1 and 2 to /dev/null for the block (the TorchScript
+    exporter's C++ logs warnings about its own shape inference of packed sequences, and dumps its graph
+    when it fails)."""
+    sys.stdout.flush()
     sys.stderr.flush()
-    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    saved, null = [os.dup(1), os.dup(2)], os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
     os.dup2(null, 2)
     try:
         yield
     finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+        for fd, copy in zip((1, 2), saved):
+            os.dup2(copy, fd)
+            os.close(copy)
         os.close(null)
 
 
-def _own_keys(model: Seq2Seq) -> bool:
-    return model.cfg.attention in ("general", "concat")
-
-
-def encoder_outputs(model: Seq2Seq) -> list[str]:
-    return ["memory"] + (["keys"] if _own_keys(model) else []) + (["h0", "c0"] if model.cfg.rnn == "lstm" else ["h0"])
-
-
-def step_inputs(model: Seq2Seq) -> list[str]:
-    names = ["y", "h"] + (["c"] if model.cfg.rnn == "lstm" else [])
-    if model.cfg.input_feeding:
-        names.append("feed")
-    if model.cfg.attention != "none":
-        names += ["memory"] + (["keys"] if _own_keys(model) else []) + ["mask"]
-    return names
-
-
-def step_outputs(model: Seq2Seq) -> list[str]:
-    names = ["logp", "h_out"] + (["c_out"] if model.cfg.rnn == "lstm" else []) + ["s_tilde"]
-    return names + (["alpha"] if model.cfg.attention != "none" else [])
-
-
-def _sample_inputs(model: Seq2Seq, lengths: list[int], beams: int, seed: int = 0):
-    """Return (encoder inputs, step inputs from the encoder's outputs) for random sources of these lengths."""
+@torch.no_grad()
+def _sample_inputs(model: Seq2Seq, io: _Interface, lengths: list[int], beams: int, seed: int = 0):
+    """Return (encoder inputs, step inputs from the model's encoding) for random sources of these lengths."""
     g = torch.Generator().manual_seed(seed)
     vocab = model.encoder.embed.num_embeddings
     src, src_len = pad_sources([torch.randint(4, vocab, (n,), generator=g).tolist() for n in lengths])
@@ -137,16 +146,12 @@ def _sample_inputs(model: Seq2Seq, lengths: list[int], beams: int, seed: int = 0
     x = {"y": torch.randint(4, model.decoder.out.out_features, (rows,), generator=g)}
     x["y"][:beams] = SOS
     x["h"] = state[0].repeat_interleave(beams, 1)
-    if len(state) == 2:
+    if io.lstm:
         x["c"] = state[1].repeat_interleave(beams, 1)
-    if model.cfg.input_feeding:
+    if io.feeding:
         x["feed"] = torch.randn(rows, model.decoder.hidden_size, generator=g)
-    if model.cfg.attention != "none":
-        x["memory"] = enc.memory
-        if _own_keys(model):
-            x["keys"] = enc.keys
-        x["mask"] = enc.mask
-    return (src, src_len), [x[name] for name in step_inputs(model)]
+    x.update(memory=enc.memory, keys=enc.keys, mask=enc.mask)
+    return (src, src_len), x
 
 
 @torch.no_grad()
@@ -163,23 +168,32 @@ def export(model: Seq2Seq, tokenizer_files: list[Path], out: Path, max_len: int,
 
     model = model.float().cpu().eval()
     out.mkdir(parents=True, exist_ok=True)
-    (enc_args, step_args) = _sample_inputs(model, [5, 3], beams=2)
-    steps_in = step_inputs(model)
+    io = _Interface.of(model)
+    enc_args, x = _sample_inputs(model, io, [5, 3], beams=2)
+    steps_in = io.step_inputs()
     dynamic_enc = {"src": {0: "batch", 1: "src_len"}, "src_len": {0: "batch"}, "memory": {0: "batch", 1: "src_len"},
-                   "keys": {0: "batch", 1: "src_len"}, "h0": {1: "batch"}, "c0": {1: "batch"}}
+                   "keys": {0: "batch", 1: "src_len"}, "mask": {0: "batch", 1: "src_len"}, "h0": {1: "batch"},
+                   "c0": {1: "batch"}}
     dynamic_step = {"y": {0: "rows"}, "h": {1: "rows"}, "c": {1: "rows"}, "feed": {0: "rows"},
                     "memory": {0: "batch", 1: "src_len"}, "keys": {0: "batch", 1: "src_len"},
                     "mask": {0: "batch", 1: "src_len"}, "logp": {0: "rows"}, "h_out": {1: "rows"},
                     "c_out": {1: "rows"}, "s_tilde": {0: "rows"}, "alpha": {0: "rows", 1: "src_len"}}
-    with warnings.catch_warnings(), _quiet_native_stderr():   # the TorchScript exporter warns it is not the default
+    with warnings.catch_warnings(), _quiet_native_output():   # the TorchScript exporter warns it is not the default
         warnings.simplefilter("ignore")
         for name, module, args, ins, outs, dyn in (
-                ("encoder.onnx", _Encoder(model).eval(), enc_args, ["src", "src_len"], encoder_outputs(model),
+                ("encoder.onnx", _Encode(model, io).eval(), enc_args, ["src", "src_len"], io.encoder_outputs(),
                  dynamic_enc),
-                ("step.onnx", _Step(model).eval(), tuple(step_args), steps_in, step_outputs(model), dynamic_step)):
+                ("step.onnx", _Step(model, io).eval(), tuple(x[n] for n in steps_in), steps_in, io.step_outputs(),
+                 dynamic_step)):
             tmp = out / f".{name}.tmp"
-            torch.onnx.export(module, args, str(tmp), dynamo=False, input_names=ins, output_names=outs,
-                              dynamic_axes={k: v for k, v in dyn.items() if k in ins + outs}, opset_version=OPSET)
+            try:
+                torch.onnx.export(module, args, str(tmp), dynamo=False, input_names=ins, output_names=outs,
+                                  dynamic_axes={k: v for k, v in dyn.items() if k in ins + outs},
+                                  opset_version=OPSET)
+            except Exception as e:   # the tracer meets code it cannot export: refuse, naming the reason
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                tmp.unlink(missing_ok=True)
+                raise SeqattnError(f"cannot export this model's {name[:-5]} to ONNX: {first[:200]}") from None
             onnx.checker.check_model(str(tmp), full_check=True)
             tmp.replace(out / name)
     for f in tokenizer_files:
@@ -189,8 +203,8 @@ def export(model: Seq2Seq, tokenizer_files: list[Path], out: Path, max_len: int,
             "dec_hidden_size": model.decoder.hidden_size, "src_vocab": model.encoder.embed.num_embeddings,
             "tgt_vocab": model.decoder.out.out_features, "max_len": max_len, "max_output_ratio": max_output_ratio,
             "src_lang": langs[0], "tgt_lang": langs[1],
-            "tokenizers": [f.name for f in tokenizer_files], "encoder_outputs": encoder_outputs(model),
-            "step_inputs": steps_in, "step_outputs": step_outputs(model)}
+            "tokenizers": [f.name for f in tokenizer_files], "encoder_outputs": io.encoder_outputs(),
+            "step_inputs": steps_in, "step_outputs": io.step_outputs()}
     diff = check(model, out)
     if quantize == "int8":
         import logging
@@ -223,30 +237,46 @@ def export_model_dir(model_dir: str | Path, out: str | Path, checkpoint: str | N
 
     model_dir, out = Path(model_dir), Path(out)
     model, cfg, _ = _load_model(model_dir, checkpoint, torch.device("cpu"), None, fast=False)
-    names = ["spm.model", "tgt_pieces.txt"] if (model_dir / "spm.model").exists() else ["src.model", "tgt.model"]
-    files = [model_dir / n for n in names if (model_dir / n).exists()]
     langs = (cfg.data.src_lang, cfg.data.tgt_lang)
-    return export(model, files, out, cfg.data.max_len, cfg.train.max_output_ratio, langs, quantize)
+    return export(model, tokenizer_files(model_dir), out, cfg.data.max_len, cfg.train.max_output_ratio, langs,
+                  quantize)
 
 
+def tokenizer_files(model_dir: Path) -> list[Path]:
+    """Return the tokenizer files of a model directory that an export carries: the joint SentencePiece
+    model and its target view, or the source and target models."""
+    names = ["spm.model", "tgt_pieces.txt"] if (model_dir / "spm.model").exists() else ["src.model", "tgt.model"]
+    return [model_dir / n for n in names if (model_dir / n).exists()]
+
+
+@torch.no_grad()
 def check(model: Seq2Seq, out: Path, tolerance: float = TOLERANCE) -> float:
-    """Return the largest difference between ONNX Runtime's and PyTorch's outputs of the exported graphs
-    on sources other than the export's (other batch, lengths and beams); raise SeqattnError above tolerance
-    or when an output is not finite."""
+    """Return the largest difference between ONNX Runtime's outputs of the exported graphs and the model's
+    own `encode` and `step` on sources other than the export's (other batch, lengths and beams; the step
+    always given the real source, whether or not the export passes it); raise SeqattnError above
+    tolerance, or when an output has another shape or is not finite: the graphs do not compute the model."""
     import onnxruntime as ort
 
-    enc_args, step_args = _sample_inputs(model, [7, 2, 4], beams=3, seed=1)
+    io = _Interface.of(model)
+    enc_args, x = _sample_inputs(model, io, [7, 2, 4], beams=3, seed=1)
+    state = (x["h"], x["c"]) if io.lstm else x["h"]
+    logits, state, s_tilde, alpha = model.step(x["y"], state, Encoded(x["memory"], x["keys"], x["mask"], None),
+                                               x.get("feed"), 3)
+    want_step = [torch.log_softmax(logits.float(), -1), *(state if io.lstm else (state,)), s_tilde]
+    want_step += [] if alpha is None else [alpha]
     worst = 0.0
-    for name, module, ins, args in (("encoder.onnx", _Encoder(model).eval(), ["src", "src_len"], enc_args),
-                                    ("step.onnx", _Step(model).eval(), step_inputs(model), step_args)):
+    for name, ins, args, want in (("encoder.onnx", ["src", "src_len"], enc_args, _Encode(model, io)(*enc_args)),
+                                  ("step.onnx", io.step_inputs(), [x[n] for n in io.step_inputs()], want_step)):
         sess = ort.InferenceSession(str(out / name), providers=["CPUExecutionProvider"])
-        feeds = {n: a.numpy() for n, a in zip(ins, args)}
-        got = sess.run(None, feeds)
-        want = module(*args)
+        got = sess.run(None, {n: a.numpy() for n, a in zip(ins, args)})
+        if len(got) != len(want):
+            raise SeqattnError(f"{out / name}: {len(got)} outputs where the model gives {len(want)}")
         for g, w in zip(got, want):
-            if g.shape != tuple(w.shape) or not np.isfinite(g[g > -np.inf]).all():
-                raise SeqattnError(f"{out / name}: an output has shape {g.shape} or values PyTorch's has not")
-            worst = max(worst, float(np.abs(g - w.numpy()).max()) if g.size else 0.0)
+            w = w.numpy()
+            if g.shape != w.shape or not np.isfinite(g[g > -np.inf]).all():
+                raise SeqattnError(f"{out / name}: an output has shape {g.shape} or values the model's has not")
+            worst = max(worst, float(np.abs(g.astype(np.float32) - w.astype(np.float32)).max()) if g.size else 0.0)
     if worst > tolerance:
-        raise SeqattnError(f"{out}: the export's outputs differ from PyTorch's by {worst:.2e} (> {tolerance:g})")
+        raise SeqattnError(f"{out}: the export's outputs differ from the model's by {worst:.2e} (> {tolerance:g}): "
+                           f"its code does not trace faithfully to ONNX")
     return worst

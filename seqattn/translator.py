@@ -18,8 +18,9 @@ from .device import autocast, pick_device
 from .ensemble import Ensemble
 from .errors import SeqattnError
 from .fast import Decoding, accelerate
+from .fast.search import beam_search, greedy
 from .model.seq2seq import Seq2Seq
-from .search import beam_search, greedy, max_lengths
+from .search import Sampling, max_lengths
 
 
 @dataclass
@@ -197,30 +198,29 @@ class Translator:
         results: list[list[Translation]] = [[] for _ in lines]
         for i in (i for i, s in enumerate(ids) if not s):    # empty or blank: the empty output, not decoded
             results[i] = [Translation("", [], [], [] if attention else None, 0.0) for _ in range(copies)]
-        rows = [i for i in range(len(ids)) if ids[i] for _ in range(copies)]
-        order = sorted(range(len(rows)), key=lambda r: len(ids[rows[r]]))
-        generator = None
-        if opt.sample and opt.seed is not None:
-            generator = torch.Generator(self.device).manual_seed(opt.seed)
+        rows = [(i, j) for i in range(len(ids)) if ids[i] for j in range(copies)]   # sample j of line i
+        order = sorted(range(len(rows)), key=lambda r: len(ids[rows[r][0]]))
+        # sample j of line i draws with key i * copies + j, whatever else shares its batch
+        sampling = Sampling(opt.temperature, opt.top_k, opt.top_p, opt.seed) if opt.sample else None
         # A call decodes up to REFILL_BATCHES batches' worth of sentences with batch_size of them at a time,
         # the next joining as others finish (the searches' width), so steps keep about batch_size rows.
         per_call = batch_size * REFILL_BATCHES
         with self._eval_mode():
             steps = self._decoding()
             for start in range(0, len(order), per_call):
-                idx = [rows[r] for r in order[start : start + per_call]]
+                part = [rows[r] for r in order[start : start + per_call]]
+                idx = [i for i, _ in part]
                 src, src_len = pad_sources([ids[i] for i in idx])
                 limit = max_lengths(src_len, self.cfg.train.max_output_ratio)
                 src = src.to(self.device)
                 with autocast(self.device):
                     if opt.beam > 1:
-                        nbests = beam_search(self.model, src, src_len, limit, opt.beam, opt.alpha, opt.nbest,
-                                              attention=attention, steps=steps, width=batch_size)
+                        nbests = beam_search(steps, src, src_len, limit, opt.beam, opt.alpha, opt.nbest,
+                                             attention=attention, width=batch_size)
                     else:
-                        nbests = [[h] for h in greedy(self.model, src, src_len, limit, sample=opt.sample,
-                                                      temperature=opt.temperature, top_k=opt.top_k,
-                                                      top_p=opt.top_p, generator=generator,
-                                                      attention=attention, steps=steps, width=batch_size)]
+                        keys = torch.tensor([i * copies + j for i, j in part])
+                        nbests = [[h] for h in greedy(steps, src, src_len, limit, sampling=sampling, keys=keys,
+                                                      attention=attention, width=batch_size)]
                 for i, hyps in zip(idx, nbests):
                     results[i].extend(self._result(ids[i], h, attention, truncated[i]) for h in hyps)
         return results

@@ -40,18 +40,31 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=64)
     t.add_argument("--threads", type=int, default=0, help="ONNX Runtime's threads (0: its default)")
     t.add_argument("--attention", metavar="FILE.json", help="write tokens and attention matrices as JSON")
+    t.add_argument("--sample", action="store_true", help="sample instead of searching")
+    t.add_argument("--temperature", type=float, default=1.0)
+    t.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (0: all)")
+    t.add_argument("--top-p", type=float, default=1.0, help="sample from the smallest set with this mass")
+    t.add_argument("--seed", type=int, default=None, help="seed for reproducible sampling (seqattn's draws)")
+    t.add_argument("--num-samples", type=int, default=1, help="samples per input (with --sample)")
     return p
 
 
 def translate(args) -> int:
+    from .search import Sampling
     from .translator import Runtime
 
     if args.beam < 1 or not 1 <= args.nbest <= args.beam:
         raise SystemExit(f"seqattn-runtime: error: need --beam >= 1 and 1 <= --nbest <= --beam, got "
                          f"{args.beam} and {args.nbest}")
+    if args.sample and (args.beam > 1 or args.temperature <= 0 or args.top_k < 0 or not 0 < args.top_p <= 1
+                        or args.num_samples < 1):
+        raise SystemExit("seqattn-runtime: error: --sample needs --beam 1, --temperature > 0, --top-k >= 0, "
+                         "0 < --top-p <= 1 and --num-samples >= 1")
     runtime = Runtime(args.export_dir, threads=args.threads)
     lines = _lines(args.input)
-    results = runtime.translate_n(lines, args.beam, args.nbest, args.alpha, args.batch_size, bool(args.attention))
+    sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed) if args.sample else None
+    results = runtime.translate_n(lines, args.beam, args.nbest, args.alpha, args.batch_size, bool(args.attention),
+                                  sampling, args.num_samples if args.sample else 1)
     for n, outs in enumerate(results, 1):
         if outs and outs[0].truncated:
             print(f"seqattn-runtime: warning: input line {n} is longer than the model's {runtime.meta['max_len']} "
@@ -59,7 +72,8 @@ def translate(args) -> int:
     out = sys.stdout
     for n, outs in enumerate(results):
         for r in outs:
-            out.write(f"{n}\t{r.score:.4f}\t{r.text}\n" if args.nbest > 1 else r.text + "\n")
+            several = args.nbest > 1 or (args.sample and args.num_samples > 1)
+            out.write(f"{n}\t{r.score:.4f}\t{r.text}\n" if several else r.text + "\n")
     out.flush()
     if args.attention:
         records = [{"source": src, **r.to_dict()} for src, outs in zip(lines, results) for r in outs]

@@ -1,143 +1,150 @@
-"""Greedy and beam search over an exported model's step, in numpy: the same rules as `seqattn.search`.
+"""Decoding from <sos> to <eos>: greedy, sampling and beam search (exact stopping, n-best), in numpy.
 
-A search calls `step(y, state, feed, rows)` with the previous ids (one per row), the decoder state, the
-input-feeding vectors and, for each row, its sentence's index into the encoded batch; it gets back
-(log-probabilities rows x V, new state, new feed, attention weights rows x src_len or None).
+This is the plain search, written once: `seqattn_runtime` decodes an export with it, and `seqattn`
+decodes its PyTorch model with it (`seqattn.search`), the reference that seqattn's faster engine
+(`seqattn.fast.search`) is tested against. The rules it follows (ids, limits, length penalty, order of
+finished hypotheses, stopping bound, sampling draw) are `rules.py`'s.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import secrets
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
-SOS, EOS = 2, 3
+from .rules import EOS, SOS, Hypothesis, cannot_improve, draw, enters, keep, length_penalty, uniforms
+
 NEG_INF = -np.inf
 
-Step = Callable[[np.ndarray, list, "np.ndarray | None", np.ndarray], tuple]
+
+class Steps(Protocol):
+    """An encoded batch of b sentences and the model's decoding step over it. State and feed are the
+    steps' own (arrays, tensors, tuples of them): the search only passes them back and picks their rows."""
+
+    def start(self) -> tuple:
+        """Return (the decoder state, the input-feeding vectors or None), one row per sentence."""
+
+    def take(self, state, feed, rows: np.ndarray) -> tuple:
+        """Return (state, feed) with the rows `rows` only, in that order (repeats allowed)."""
+
+    def step(self, y: np.ndarray, state, feed, sents: np.ndarray) -> tuple:
+        """Return (log-probabilities rows x V float32, new state, new feed, attention weights rows x src_len
+        float32 or None) of one step. y: the previous id of each row; the rows are len(sents) groups of
+        len(y) // len(sents) consecutive rows, group g decoding sentence sents[g]."""
 
 
 @dataclass
-class Hypothesis:
-    """One decoded output."""
+class Sampling:
+    """Sampling instead of the argmax: softmax(logp / temperature) cut to top_k / top_p, drawn with
+    `rules.uniforms(seed, key, step)` (key: the sentence's key, e.g. its line number); no seed: a fresh
+    random one."""
 
-    ids: list[int]                   # output ids, <eos> excluded
-    score: float                     # sum of log-probabilities (<eos> included when reached), / length penalty
-    attention: np.ndarray | None     # out_len (+1 for <eos>) x src_len weights, or None
-    finished: bool                   # reached <eos> (else stopped at the length limit)
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int | None = None
 
-
-def max_lengths(src_len: np.ndarray, ratio: float) -> np.ndarray:
-    """Return each sentence's output limit: ratio x source length (<eos> included) + 10, in float32 as
-    seqattn computes it."""
-    return (src_len.astype(np.float32) * np.float32(ratio)).astype(np.int64) + 10
-
-
-def length_penalty(length, alpha: float):
-    """GNMT's ((5 + length) / 6) ** alpha."""
-    return ((5.0 + length) / 6.0) ** alpha
+    def __post_init__(self):
+        if self.seed is None:
+            self.seed = secrets.randbits(63)
 
 
-def _take(state: list[np.ndarray], rows: np.ndarray) -> list[np.ndarray]:
-    return [s[:, rows] for s in state]
-
-
-def greedy(step: Step, state: list[np.ndarray], feed: np.ndarray | None, limits: np.ndarray,
-           src_len: np.ndarray, attention: bool) -> list[Hypothesis]:
-    """Return the argmax output of each of the b sentences.
-
-    state: h (and c), each layers x b x hidden; feed: b x hidden or None; limits, src_len: b (src_len with
-    <eos>). Finished sentences leave the batch at once."""
+def greedy(steps: Steps, limits: np.ndarray, src_len: np.ndarray, attention: bool = True,
+           sampling: Sampling | None = None, keys: np.ndarray | None = None) -> list[Hypothesis]:
+    """Return one output per sentence: the argmax at each step (or a draw, with sampling; keys: each
+    sentence's key, default 0..b-1). Each sentence stops at <eos> or its limit (limits: b) and leaves the
+    batch; scores are the model's log-probabilities of the chosen ids. src_len (b): the attention's widths."""
     b = len(limits)
-    ids = np.zeros((b, int(limits.max())), np.int64)
-    att: np.ndarray | None = None                        # b x steps x src_len once the first weights come
+    keys = np.arange(b) if keys is None else np.asarray(keys)
+    ids = np.zeros((b, int(limits.max(initial=0))), np.int64)
+    att: np.ndarray | None = None                 # b x steps x src_len once the first weights come
     score = np.zeros(b, np.float32)
-    out_len = limits.copy()
-    rows = np.arange(b)                    # the sentences still decoding
+    out_len = np.array(limits, np.int64)
+    state, feed = steps.start()
+    sents = np.arange(b)                          # the sentences still decoding
     y = np.full(b, SOS, np.int64)
     t = 0
-    while len(rows):
-        logp, state, feed, alpha = step(y, state, feed, rows)
-        y = logp.argmax(-1)
-        score[rows] += logp[np.arange(len(rows)), y]
-        ids[rows, t] = y
+    while len(sents):
+        logp, state, feed, alpha = steps.step(y, state, feed, sents)
+        if sampling is None:
+            y = logp.argmax(-1)
+        else:
+            u = uniforms(sampling.seed, keys[sents], t)
+            y = draw(logp, u, sampling.temperature, sampling.top_k, sampling.top_p)
+        score[sents] += logp[np.arange(len(sents)), y]
+        ids[sents, t] = y
         if attention and alpha is not None:
             if att is None:
                 att = np.zeros((b, ids.shape[1], alpha.shape[1]), np.float32)
-            att[rows, t] = alpha
+            att[sents, t, : alpha.shape[1]] = alpha
         t += 1
-        done = (y == EOS) | (t >= limits[rows])
-        out_len[rows[done]] = t
-        if done.any():
-            keep = ~done
-            rows, y, state = rows[keep], y[keep], _take(state, np.flatnonzero(keep))
-            feed = None if feed is None else feed[keep]
+        done = (y == EOS) | (t >= limits[sents])
+        out_len[sents[done]] = t
+        if done.any():                            # the finished leave the batch
+            going = np.flatnonzero(~done)
+            sents, y = sents[going], y[going]
+            state, feed = steps.take(state, feed, going)
     hyps = []
     for i in range(b):
         row = ids[i, : out_len[i]].tolist()
-        finished = row[-1] == EOS
+        finished = bool(row) and row[-1] == EOS
         hyps.append(Hypothesis(row[:-1] if finished else row, float(score[i]),
                                None if att is None else att[i, : out_len[i], : src_len[i]], finished))
     return hyps
 
 
-def _cannot_improve(finished: list[Hypothesis], nbest: int, best_alive: float, length: int, limit: int,
-                    alpha: float) -> bool:
-    """Whether no alive hypothesis can still enter the sentence's nbest (`seqattn.search._cannot_improve`)."""
-    if len(finished) < nbest:
-        return False
-    if best_alive == NEG_INF:
-        return True
-    reach = max(length_penalty(length + 1, alpha), length_penalty(limit, alpha))
-    return finished[nbest - 1].score >= best_alive / reach
+def beam_search(steps: Steps, limits: np.ndarray, src_len: np.ndarray, beam: int, alpha: float = 0.0,
+                nbest: int = 1, attention: bool = True) -> list[list[Hypothesis]]:
+    """Return the nbest hypotheses of each of the b sentences (best first): beam search of width beam.
 
-
-def beam_search(step: Step, state: list[np.ndarray], feed: np.ndarray | None, limits: np.ndarray,
-                src_len: np.ndarray, beam: int, alpha: float, nbest: int, attention: bool) -> list[list[Hypothesis]]:
-    """Return the nbest hypotheses of each of the b sentences, best first: beam search of width beam with
-    the rules of `seqattn.search.beam_search`.
-
-    state: h (and c), each layers x b x hidden, one row per sentence (each gets beam rows, consecutive);
-    feed: b x hidden or None; limits, src_len: b (src_len with <eos>)."""
+    Each step every sentence's `beam` hypotheses are extended by every id. A candidate that ends in <eos>
+    among its sentence's `beam` best is finished, with score log p / length_penalty(length, alpha)
+    (`rules.keep`: the sentence keeps its nbest best); the `beam` best that do not end go on. A sentence
+    is done when no alive hypothesis can still enter its nbest (`rules.cannot_improve`) or at its limit,
+    where the alive ones end unfinished: the result is what this search of width `beam` finds when every
+    hypothesis is followed as far as it could matter. With beam 1 and alpha 0 this is greedy search.
+    """
+    if not 1 <= nbest <= beam:
+        raise ValueError(f"nbest must be in 1..beam ({beam}), got {nbest}")
     b, k = len(limits), beam
-    state = [np.repeat(s, k, axis=1) for s in state]
-    feed = None if feed is None else np.repeat(feed, k, axis=0)
-    sents = np.arange(b)                                      # the sentences decoding, in batch order
+    state, feed = steps.start()
+    state, feed = steps.take(state, feed, np.repeat(np.arange(b), k))   # row = sentence * k + beam
+    sents = np.arange(b)                                      # the sentences decoding
     y = np.full(b * k, SOS, np.int64)
     scores = np.full((b, k), NEG_INF, np.float32)
     scores[:, 0] = 0.0                                        # all beams start equal: expand only the first
-    history = np.zeros((b * k, 0), np.int64)
+    history = np.zeros((b * k, 0), np.int64)                  # each row's ids so far
     att_hist: np.ndarray | None = None                        # rows x steps x src_len
     finished: list[list[Hypothesis]] = [[] for _ in range(b)]
 
-    def finalize(sent: int, row: int, logp: float, ended: bool) -> None:
+    def finish(sent: int, row: int, logp: float, ended: bool) -> None:
         length = history.shape[1] + (1 if ended else 0)
-        score, kept = float(logp) / length_penalty(length, alpha), finished[sent]
-        if len(kept) == nbest and score <= kept[-1].score:
-            return
-        att = None if att_hist is None else att_hist[row, :length, : src_len[sent]].copy()
-        kept.append(Hypothesis(history[row].tolist(), float(score), att, ended))
-        kept.sort(key=lambda h: -h.score)
-        del kept[nbest:]
+        score = float(logp) / length_penalty(length, alpha)
+        if enters(finished[sent], score, nbest):
+            att = None if att_hist is None else att_hist[row, :length, : src_len[sent]].copy()
+            keep(finished[sent], Hypothesis(history[row].tolist(), score, att, ended), nbest)
 
     t = 0
     while len(sents):
         n = len(sents)
-        logp, state, feed, alpha_t = step(y, state, feed, np.repeat(sents, k))
+        logp, state, feed, alpha_t = steps.step(y, state, feed, sents)
         v = logp.shape[1]
+        # each sentence's 2k best continuations (at most k of them end in <eos>), best first
         cand = (logp + scores.reshape(-1, 1)).reshape(n, k * v)
         top = np.argpartition(-cand, 2 * k - 1, axis=1)[:, : 2 * k]
+        top = np.take_along_axis(top, np.argsort(-np.take_along_axis(cand, top, 1), axis=1, kind="stable"), 1)
         top_scores = np.take_along_axis(cand, top, 1)
-        order = np.argsort(-top_scores, axis=1, kind="stable")
-        top, top_scores = np.take_along_axis(top, order, 1), np.take_along_axis(top_scores, order, 1)
         top_beam, top_tok = top // v, top % v
-        is_eos = top_tok == EOS
         if attention and alpha_t is not None:
             step_att = alpha_t[:, None, :]
             att_hist = step_att if att_hist is None else np.concatenate([att_hist, step_att], 1)
+        # hypotheses that end here: <eos> among the k best (their history: before this step)
+        is_eos = top_tok == EOS
         for i, j in zip(*np.nonzero(is_eos[:, :k] & np.isfinite(top_scores[:, :k]))):
-            finalize(sents[i], i * k + top_beam[i, j], top_scores[i, j], True)
+            finish(sents[i], i * k + top_beam[i, j], top_scores[i, j], True)
+        # the k best that go on
         going = np.where(is_eos, NEG_INF, top_scores)
         pick = np.argsort(-going, axis=1, kind="stable")[:, :k]
         scores = np.take_along_axis(going, pick, 1)
@@ -146,24 +153,22 @@ def beam_search(step: Step, state: list[np.ndarray], feed: np.ndarray | None, li
         history = np.concatenate([history[origin], y[:, None]], 1)
         if att_hist is not None:
             att_hist = att_hist[origin]
-        state = _take(state, origin)
-        feed = None if feed is None else feed[origin]
+        state, feed = steps.take(state, feed, origin)
         t += 1
-        keep = []
+        decoding = []
         for i, sent in enumerate(sents):
-            if _cannot_improve(finished[sent], nbest, float(scores[i, 0]), t, int(limits[sent]), alpha):
+            if cannot_improve(finished[sent], nbest, float(scores[i, 0]), t, int(limits[sent]), alpha):
                 continue
             if t >= limits[sent]:                             # out of length: the best alive end here
                 for j in range(k):
                     if np.isfinite(scores[i, j]):
-                        finalize(sent, i * k + j, scores[i, j], False)
+                        finish(sent, i * k + j, scores[i, j], False)
                 continue
-            keep.append(i)
-        if len(keep) < n:
-            kept = np.array(keep, np.int64)
+            decoding.append(i)
+        if len(decoding) < n:                                 # done sentences leave the batch
+            kept = np.array(decoding, np.int64)
             rows = (kept[:, None] * k + np.arange(k)).reshape(-1)
             sents, scores, y, history = sents[kept], scores[kept], y[rows], history[rows]
             att_hist = None if att_hist is None else att_hist[rows]
-            state = _take(state, rows)
-            feed = None if feed is None else feed[rows]
+            state, feed = steps.take(state, feed, rows)
     return finished

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .search import beam_search, greedy, max_lengths
+from .rules import EOS, PAD, max_lengths
+from .search import Sampling, beam_search, greedy
 
 FORMAT, VERSION = "seqattn-onnx", 1
-PAD = 0
 REQUIRED = ("rnn", "input_feeding", "dec_hidden_size", "src_vocab", "tgt_vocab", "max_len", "max_output_ratio",
             "tokenizers", "encoder_outputs", "step_inputs", "step_outputs")
 
@@ -119,66 +119,51 @@ class Runtime:
         step_in = [i.name for i in self.sessions["step.onnx"].get_inputs()]
         if step_in != meta["step_inputs"]:
             raise ExportError(f"{d / 'step.onnx'}: inputs {step_in} do not match seqattn.json's {meta['step_inputs']}")
-        self.lstm, self.feeding = meta["rnn"] == "lstm", meta["input_feeding"]
+        self.lstm, self.feeding = "c" in meta["step_inputs"], "feed" in meta["step_inputs"]
 
     def translate(self, lines: list[str], beam: int = 1, alpha: float = 1.0, batch_size: int = 64,
-                  attention: bool = False) -> list[Translation]:
+                  attention: bool = False, sampling: Sampling | None = None) -> list[Translation]:
         """Return the best translation of each line, in order."""
-        return [n[0] for n in self.translate_n(lines, beam, 1, alpha, batch_size, attention)]
+        return [n[0] for n in self.translate_n(lines, beam, 1, alpha, batch_size, attention, sampling)]
 
     def translate_n(self, lines: list[str], beam: int = 1, nbest: int = 1, alpha: float = 1.0, batch_size: int = 64,
-                    attention: bool = False) -> list[list[Translation]]:
-        """Return each line's n-best list: greedy (beam 1) or beam search, sentences sorted by length and
-        decoded batch_size at a time. An empty or blank line gives the empty output, not decoded."""
+                    attention: bool = False, sampling: Sampling | None = None,
+                    num_samples: int = 1) -> list[list[Translation]]:
+        """Return each line's n-best list (greedy: beam 1, or beam search) or its num_samples samples
+        (sampling, greedy only: sample j of line i draws with key i * num_samples + j), sentences sorted by
+        length and decoded batch_size at a time. An empty or blank line gives the empty output, not decoded."""
         if beam < 1 or not 1 <= nbest <= beam:
             raise ValueError(f"need beam >= 1 and 1 <= nbest <= beam, got beam {beam}, nbest {nbest}")
+        if sampling is not None and beam > 1:
+            raise ValueError("sampling and beam > 1 exclude each other")
+        copies = num_samples if sampling is not None else 1
         ids = self.src.encode(lines)
         cap = self.meta["max_len"]
         truncated = [len(s) > cap for s in ids]
         ids = [s[:cap] for s in ids]
         results: list[list[Translation]] = [[] for _ in lines]
         for i in (i for i, s in enumerate(ids) if not s):
-            results[i] = [Translation("", [], [], [] if attention else None, 0.0)]
-        order = sorted((i for i in range(len(ids)) if ids[i]), key=lambda i: len(ids[i]))
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            hyps = self._decode([ids[i] for i in idx], beam, nbest, alpha, attention)
-            for i, nb in zip(idx, hyps):
-                results[i] = [self._result(ids[i], h, attention, truncated[i]) for h in nb]
+            results[i] = [Translation("", [], [], [] if attention else None, 0.0) for _ in range(copies)]
+        rows = sorted(((i, j) for i in range(len(ids)) if ids[i] for j in range(copies)), key=lambda r: len(ids[r[0]]))
+        for start in range(0, len(rows), batch_size):
+            part = rows[start : start + batch_size]
+            keys = np.array([i * copies + j for i, j in part], np.int64)
+            hyps = self._decode([ids[i] for i, _ in part], beam, nbest, alpha, attention, sampling, keys)
+            for (i, _), nb in zip(part, hyps):
+                results[i].extend(self._result(ids[i], h, attention, truncated[i]) for h in nb)
         return results
 
-    def _decode(self, batch: list[list[int]], beam: int, nbest: int, alpha: float, attention: bool):
+    def _decode(self, batch: list[list[int]], beam: int, nbest: int, alpha: float, attention: bool,
+                sampling: Sampling | None, keys: np.ndarray):
         src_len = np.array([len(s) + 1 for s in batch], np.int64)
         src = np.zeros((len(batch), int(src_len.max())), np.int64)
         for r, s in enumerate(batch):
-            src[r, : len(s) + 1] = s + [3]
-        outs = dict(zip(self.meta["encoder_outputs"], self.sessions["encoder.onnx"].run(
-            None, {"src": src, "src_len": src_len})))
-        state = [outs["h0"]] + ([outs["c0"]] if self.lstm else [])
-        hidden = self.meta["dec_hidden_size"]
-        feed = np.zeros((len(batch), hidden), np.float32) if self.feeding else None
-        session, wanted = self.sessions["step.onnx"], self.meta["step_inputs"]
-        source = {"memory": outs["memory"], "keys": outs.get("keys"), "mask": src != PAD}
-        source = {k: v for k, v in source.items() if k in wanted}   # batch x src_len (x *) each
-        rows_of = {"sents": np.arange(len(batch)), **source}        # the rows of the sentences decoding
-
-        def step(y, state, feed, rows):
-            sents = rows if beam == 1 else rows[::beam]
-            if not np.array_equal(sents, rows_of["sents"]):          # only when sentences have finished
-                rows_of.update({k: v[sents] for k, v in source.items()}, sents=sents)
-            x = {"y": y, "h": state[0], **{k: rows_of[k] for k in source}}
-            if self.lstm:
-                x["c"] = state[1]
-            if feed is not None:
-                x["feed"] = feed
-            got = dict(zip(self.meta["step_outputs"], session.run(None, x)))
-            new_state = [got["h_out"]] + ([got["c_out"]] if self.lstm else [])
-            return got["logp"], new_state, got["s_tilde"] if self.feeding else None, got.get("alpha")
-
+            src[r, : len(s) + 1] = s + [EOS]
+        steps = _ExportSteps(self, src, src_len)
         limits = max_lengths(src_len, self.meta["max_output_ratio"])
         if beam == 1:
-            return [[h] for h in greedy(step, state, feed, limits, src_len, attention)]
-        return beam_search(step, state, feed, limits, src_len, beam, alpha, nbest, attention)
+            return [[h] for h in greedy(steps, limits, src_len, attention, sampling, keys)]
+        return beam_search(steps, limits, src_len, beam, alpha, nbest, attention)
 
     def _result(self, src_ids: list[int], hyp, attention: bool, truncated: bool) -> Translation:
         text = self.tgt.decode(hyp.ids)
@@ -188,3 +173,39 @@ class Runtime:
         tgt_tokens = self.tgt.pieces(hyp.ids) + (["<eos>"] if hyp.finished else [])
         att = None if hyp.attention is None else [[round(float(w), 5) for w in row] for row in hyp.attention]
         return Translation(text, src_tokens, tgt_tokens, att, hyp.score, truncated)
+
+
+class _ExportSteps:
+    """`search.Steps` of a batch encoded by encoder.onnx, stepping with step.onnx."""
+
+    def __init__(self, runtime: Runtime, src: np.ndarray, src_len: np.ndarray):
+        meta = runtime.meta
+        outs = dict(zip(meta["encoder_outputs"], runtime.sessions["encoder.onnx"].run(
+            None, {"src": src, "src_len": src_len})))
+        self.session, self.outputs = runtime.sessions["step.onnx"], meta["step_outputs"]
+        self.lstm, self.feeding, self.hidden = runtime.lstm, runtime.feeding, meta["dec_hidden_size"]
+        self.state = [outs["h0"]] + ([outs["c0"]] if self.lstm else [])
+        if "mask" not in outs:                        # exports of seqattn before the mask was an output
+            outs["mask"] = src != PAD
+        wanted = meta["step_inputs"]
+        self.source = {k: outs[k] for k in ("memory", "keys", "mask") if k in wanted}   # batch x src_len (x *)
+        self.rows, self.sents = self.source, np.arange(len(src))
+
+    def start(self):
+        feed = np.zeros((len(self.sents), self.hidden), np.float32) if self.feeding else None
+        return self.state, feed
+
+    def take(self, state, feed, rows: np.ndarray):
+        return [s[:, rows] for s in state], None if feed is None else feed[rows]
+
+    def step(self, y: np.ndarray, state, feed, sents: np.ndarray):
+        if not np.array_equal(sents, self.sents):     # sentences have finished: their rows leave
+            self.rows, self.sents = {k: v[sents] for k, v in self.source.items()}, sents
+        x = {"y": y, "h": state[0], **self.rows}
+        if self.lstm:
+            x["c"] = state[1]
+        if feed is not None:
+            x["feed"] = feed
+        got = dict(zip(self.outputs, self.session.run(None, x)))
+        new_state = [got["h_out"]] + ([got["c_out"]] if self.lstm else [])
+        return got["logp"], new_state, got["s_tilde"] if self.feeding else None, got.get("alpha")

@@ -17,6 +17,7 @@ from seqattn.errors import SeqattnError
 from seqattn.fast import Decoding, accelerate
 from seqattn.fast.loss import smoothed_cross_entropy
 from seqattn.model.seq2seq import Seq2Seq
+from seqattn.search import state_of
 from seqattn.train import Trainer
 from seqattn.translator import SearchOptions, Translator
 
@@ -112,7 +113,7 @@ def test_one_step_decoding_on_cuda_equals_the_batched_decoder(exact_float32):
     with torch.no_grad():
         logits, alpha = model(b.src, b.src_len, b.tgt_in)
         enc = decoding.encode(b.src, b.src_len)
-        state = enc.state
+        state = state_of(enc)
         for t in range(b.tgt_in.size(1)):   # torch.lstm_cell per step against cuDNN over the whole target
             step_logits, state, _, step_alpha = decoding.step(b.tgt_in[:, t], state, enc)
             assert torch.allclose(step_logits, logits[:, t], atol=1e-5)

@@ -14,6 +14,7 @@ from seqattn.export import export_model_dir
 from seqattn.train import Trainer
 from seqattn.translator import SearchOptions, Translator
 from seqattn_runtime import ExportError, Runtime
+from seqattn_runtime.search import Sampling
 
 ARCHITECTURES = {
     "lstm-dot": {},
@@ -59,6 +60,12 @@ def test_the_runtime_translates_as_pytorch_does_greedy_beam_and_nbest(exported):
             for g, w in zip(g_list, w_list):
                 _same(w, g)
     assert runtime.translate(["", "apple"], attention=False)[0].text == ""
+    # sampling: the same draws for the same seed (a function of seed, line, sample and step)
+    options = SearchOptions(sample=True, seed=7, num_samples=2, temperature=1.3, top_k=8)
+    want = translator.translate_n(lines, batch_size=5, options=options)
+    got = runtime.translate_n(lines, batch_size=5, sampling=Sampling(1.3, 8, 1.0, 7), num_samples=2)
+    assert [[t.text for t in n] for n in got] == [[t.text for t in n] for n in want]
+    assert [t.score for n in got for t in n] == pytest.approx([t.score for n in want for t in n], abs=1e-4)
 
 
 def test_the_runtime_imports_no_torch(exported):
@@ -102,6 +109,12 @@ def test_the_commands_export_and_translate(tmp_path, exported):
     assert got.stdout == want.stdout and len(got.stdout.splitlines()) == 12
     records = json.loads((tmp_path / "att.json").read_text())
     assert len(records) == 12 and records[0]["source"] == pairs[0][0] and records[0]["attention"]
+    sample = ["--sample", "--seed", "3", "--num-samples", "2", "--temperature", "2.0"]
+    got = subprocess.run([sys.executable, "-m", "seqattn_runtime.cli", "translate", str(out), *sample], input=src,
+                         capture_output=True, text=True)
+    want = subprocess.run([sys.executable, "-m", "seqattn", "translate", str(tmp / "model"), *sample], input=src,
+                          capture_output=True, text=True)
+    assert got.returncode == 0 and got.stdout == want.stdout and len(got.stdout.splitlines()) == 12, got.stderr
 
 
 def test_a_broken_or_mismatched_export_is_a_one_line_error(tmp_path, exported):

@@ -12,13 +12,13 @@ from seqattn.fast import Decoding, accelerate
 from seqattn.fast.check import REEXPRESSES, WRITTEN_FOR, code_hash, written_for
 from seqattn.fast.decoding import EncoderTables
 from seqattn.fast.onednn import pack, packing_available
+from seqattn.fast.search import beam_search, greedy
 from seqattn.model.attention import Attention
 from seqattn.model.encoder import Encoder
 from seqattn.model.seq2seq import Seq2Seq
-from seqattn.search import beam_search, greedy
+from seqattn.search import state_of
 
-ALL_DECODING = ["encode", "encoder_tables", "decoder_cells", "decoder_table", "packed_hh", "split_combine",
-                "packed_out"]
+ALL_DECODING = ["encoder_tables", "decoder_cells", "decoder_table", "packed_hh", "split_combine", "packed_out"]
 # lstm/gru x every score and none x (input feeding, layers, bidirectional)
 CONFIGS = [(rnn, att, feed, layers, bi) for rnn in ("lstm", "gru") for att in ("dot", "general", "concat", "none")
            for feed, layers, bi in ((False, 1, True), (True, 1, False), (False, 2, False), (True, 2, True))
@@ -55,7 +55,7 @@ def steps_of(steps, model, src, src_len, y_seq, group=1):
     """Return every tensor of `encode` then steps on y_seq (steps x rows) from `steps` (the model or Decoding)."""
     with torch.no_grad():
         enc = steps.encode(src, src_len)
-        state = enc.state
+        state = state_of(enc)
         rows = y_seq.size(1)
         if group > 1:
             state = tuple(s.repeat_interleave(group, 1) for s in state) if isinstance(state, tuple) \
@@ -97,7 +97,7 @@ def test_fast_decoding_gives_the_plain_models_steps_and_outputs(rnn, att, feed, 
     """Encode and three steps (beams sharing encoder rows too) within 1e-5; greedy and beam outputs identical."""
     model = model_of(rnn, att, feed, layers, bi, tgt_vocab=12).eval()
     fast = Decoding(accelerate(model) and model)
-    expected = {"encode", "decoder_cells"} | ({"split_combine"} if att != "none" else set())
+    expected = {"decoder_cells"} | ({"split_combine"} if att != "none" else set())
     if not feed:
         expected.add("decoder_table")
     if rnn == "lstm" and layers == 1:
@@ -114,8 +114,8 @@ def test_fast_decoding_gives_the_plain_models_steps_and_outputs(rnn, att, feed, 
     assert_close(steps_of(fast, model, src, src_len, y2, group=2), steps_of(model, model, src, src_len, y2, group=2),
                  1e-5)
     src, src_len, limit = sources(12, seed=5)
-    for search in (lambda s: greedy(model, src, src_len, limit, steps=s, width=5),
-                   lambda s: beam_search(model, src, src_len, limit, beam=3, nbest=2, alpha=1.0, steps=s, width=4)):
+    for search in (lambda s: greedy(s, src, src_len, limit, width=5),
+                   lambda s: beam_search(s, src, src_len, limit, beam=3, nbest=2, alpha=1.0, width=4)):
         got, ref = search(fast), search(model)
         flat = lambda r: [h for x in r for h in (x if isinstance(x, list) else [x])]   # noqa: E731
         assert [h.ids for h in flat(got)] == [h.ids for h in flat(ref)]
@@ -149,14 +149,15 @@ def scaled_forward(self, query, keys, values, mask):
 
 @pytest.mark.parametrize("edit", ["subclass", "in place"])
 def test_an_edited_attention_makes_its_fast_path_step_aside(edit, monkeypatch):
-    """A subclassed or edited attention disables the split of W_c (which assumes a_t = alpha_t . h); the
-    other paths stay, and training and decoding give the edited model's own results."""
+    """A subclassed or edited attention turns the fast step off whole (its split of W_c assumes
+    a_t = alpha_t . h); the encoder's path stays, and training and decoding give the edited model's own
+    results."""
     model = model_of(att="dot")
     if edit == "subclass":
         model.decoder.attention = ScaledDot("dot", 24, 24)
     else:
         monkeypatch.setattr(Attention, "forward", scaled_forward)
-        assert not written_for("split_combine") and written_for("decoder_step")
+        assert not written_for("decoder_step") and written_for("encoder_tables")
     plain = copy.deepcopy(model).train()
     fast = copy.deepcopy(model).train()
     accelerate(fast)
@@ -164,12 +165,12 @@ def test_an_edited_attention_makes_its_fast_path_step_aside(edit, monkeypatch):
     (out_a, grad_a), (out_b, grad_b) = (outputs_and_gradients(m, src, src_len, tgt) for m in (plain, fast))
     assert_close(out_a + list(grad_a), out_b + list(grad_b), 1e-5)
     decoding = Decoding(fast.eval())
-    assert "split_combine" not in decoding.paths and "decoder_table" in decoding.paths
+    assert decoding.paths == (["encoder_tables"] if packing_available() else [])
     plain.eval()
     y = torch.randint(4, 25, (3, 5), generator=torch.Generator().manual_seed(2))
     assert_close(steps_of(decoding, fast, src, src_len, y), steps_of(plain, plain, src, src_len, y), 1e-5)
     src, src_len, limit = sources(12, seed=5)
-    got = beam_search(fast, src, src_len, limit, beam=3, steps=decoding, width=4)
+    got = beam_search(decoding, src, src_len, limit, beam=3, width=4)
     ref = beam_search(plain, src, src_len, limit, beam=3, width=4)
     assert [n[0].ids for n in got] == [n[0].ids for n in ref]
 
@@ -187,7 +188,7 @@ def test_an_edited_encoder_or_step_keeps_its_own_code(monkeypatch):
     model = model_of()
     assert "FastEncoder" not in accelerate(model)
     decoding = Decoding(model.eval())
-    assert "encoder_tables" not in decoding.paths and "split_combine" in decoding.paths
+    assert "encoder_tables" not in decoding.paths and "decoder_cells" in decoding.paths
     src, src_len, _ = batch()
     y = torch.randint(4, 25, (2, 5), generator=torch.Generator().manual_seed(2))
     assert_close(steps_of(decoding, model, src, src_len, y), steps_of(model, model, src, src_len, y), 1e-5)
@@ -196,7 +197,7 @@ def test_an_edited_encoder_or_step_keeps_its_own_code(monkeypatch):
 
     step = Decoder.step
     monkeypatch.setattr(Decoder, "step", lambda self, *a, **k: step(self, *a, **k))
-    assert Decoding(model_of().eval()).paths == (["encode", "encoder_tables"] if packing_available() else ["encode"])
+    assert Decoding(model_of().eval()).paths == (["encoder_tables"] if packing_available() else [])
 
 
 def test_rnns_run_in_float32_under_autocast():
@@ -249,11 +250,12 @@ def test_a_decoding_snapshot_multiplies_by_its_own_packed_copy():
     src, src_len, _ = batch()
     with torch.no_grad():
         enc = decoding.encode(src, src_len)
-        logits = decoding.step(torch.full((5,), 2), enc.state, enc)[0]
+        logits = decoding.step(torch.full((5,), 2), state_of(enc), enc)[0]
         assert torch.allclose(logits, out.bias.expand(5, -1))
-        with torch.enable_grad():   # with gradients, or in training, the model's own code runs
-            assert torch.equal(decoding.step(torch.full((5,), 2), enc.state, model.encode(src, src_len))[0],
-                               model.step(torch.full((5,), 2), enc.state, model.encode(src, src_len))[0])
+        with torch.enable_grad():   # with gradients, or in training, the model's code runs on the model's state
+            state = state_of(enc)
+            assert torch.equal(decoding.step(torch.full((5,), 2), state, enc)[0],
+                               model.step(torch.full((5,), 2), state, enc.enc)[0])
 
 
 def test_pack_applies_to_float32_cpu_weights_only(monkeypatch):
@@ -262,7 +264,7 @@ def test_pack_applies_to_float32_cpu_weights_only(monkeypatch):
     assert pack(w, torch.zeros(6, dtype=torch.float64)) is None
     monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
     assert pack(w) is None                                          # a torch without oneDNN: the modules as they are
-    assert Decoding(model_of().eval()).paths == ["encode", "decoder_cells", "decoder_table"]
+    assert Decoding(model_of().eval()).paths == ["decoder_cells", "decoder_table"]
 
 
 def test_the_encoder_trains_through_the_packed_path_on_the_cpu(monkeypatch):

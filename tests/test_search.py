@@ -3,6 +3,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from conftest import assert_same, reverse_pairs, write_tiny_config
@@ -12,23 +13,13 @@ from seqattn.checkpoint import average_checkpoints, load_checkpoint, save_checkp
 from seqattn.config import ModelConfig, load_config
 from seqattn.data.batching import pad_sources
 from seqattn.fast import Decoding
+from seqattn.fast import search as engine
+from seqattn.fast.search import best_expansions, join, log_normaliser, put, row_argmax
 from seqattn.model.seq2seq import Seq2Seq
-from seqattn.search import (
-    Hypothesis,
-    _cannot_improve,
-    beam_search,
-    best_expansions,
-    filter_logits,
-    greedy,
-    join,
-    log_normaliser,
-    max_lengths,
-    put,
-    row_argmax,
-    select,
-)
+from seqattn.search import Sampling, beam_search, greedy, max_lengths, select
 from seqattn.train import Trainer
 from seqattn.translator import SearchOptions, Translator
+from seqattn_runtime.rules import Hypothesis, cannot_improve, filter_logits
 
 
 def random_model(att="dot", feed=False, rnn="lstm"):
@@ -56,7 +47,7 @@ def test_beam_one_is_greedy(att, feed, rnn):
         assert x.ids == y.ids and x.finished == y.finished
         assert x.score == pytest.approx(y.score, abs=1e-5)
         if x.attention is not None:
-            assert torch.allclose(x.attention, y.attention)
+            assert np.allclose(x.attention, y.attention)
 
 
 def test_beam_finds_better_model_scores_and_sorted_distinct_nbest():
@@ -72,7 +63,7 @@ def test_beam_finds_better_model_scores_and_sorted_distinct_nbest():
         assert len({tuple(h.ids) for h in nbest}) == 5
         for h in nbest:
             assert h.attention.shape == (len(h.ids) + h.finished, h.attention.shape[1])
-            assert torch.allclose(h.attention.sum(-1), torch.ones(h.attention.size(0)), atol=1e-5)
+            assert np.allclose(h.attention.sum(-1), 1.0, atol=1e-5)
 
 
 @pytest.mark.parametrize("att,feed,width,prep", [("dot", False, 0, False), ("general", True, 0, False),
@@ -87,7 +78,7 @@ def test_greedy_on_a_batch_equals_each_sentence_alone(att, feed, width, prep):
     steps = Decoding(model) if prep else model
     real_step = steps.step
     steps.step = lambda y, *a, **k: rows_per_step.append(len(y)) or real_step(y, *a, **k)
-    together = greedy(model, src, src_len, limit, width=width, steps=steps)
+    together = engine.greedy(steps, src, src_len, limit, width=width)
     del steps.step
     if width:   # full steps of `width` rows until the last sentences joined
         assert max(rows_per_step) == width and rows_per_step[: len(rows_per_step) // 2].count(width) > 5
@@ -97,8 +88,8 @@ def test_greedy_on_a_batch_equals_each_sentence_alone(att, feed, width, prep):
         (alone,) = greedy(model, src[i : i + 1, :n], src_len[i : i + 1], limit[i : i + 1])
         assert together[i].ids == alone.ids and together[i].finished == alone.finished
         assert together[i].score == pytest.approx(alone.score, abs=1e-4)
-        assert torch.allclose(together[i].attention, alone.attention, atol=1e-5)
-    assert all(h.attention is None for h in greedy(model, src, src_len, limit, attention=False, width=width))
+        assert np.allclose(together[i].attention, alone.attention, atol=1e-5)
+    assert all(h.attention is None for h in engine.greedy(model, src, src_len, limit, attention=False, width=width))
 
 
 @pytest.mark.parametrize("prep", [False, True])
@@ -119,7 +110,7 @@ def test_sentences_that_run_to_the_limit_while_the_last_ones_join(prep):
     steps.step = never_ends
     src, src_len = pad_sources([[5, 6, 7]] * 10)
     limit = max_lengths(src_len, 1.5)
-    out = greedy(model, src, src_len, limit, width=4, steps=steps)
+    out = engine.greedy(steps, src, src_len, limit, width=4)
     del steps.step
     assert [len(h.ids) for h in out] == limit.tolist() and not any(h.finished for h in out)
     assert all(h.ids == out[0].ids and h.attention.shape == (limit[0], 4) for h in out)
@@ -159,7 +150,7 @@ def test_beam_on_a_batch_equals_each_sentence_alone(att, feed, width, prep):
     steps = Decoding(model) if prep else model
     real_step = steps.step
     steps.step = lambda y, *a, **kw: rows_per_step.append(len(y)) or real_step(y, *a, **kw)
-    together = beam_search(model, src, src_len, limit, beam=3, nbest=3, alpha=1.0, width=width, steps=steps)
+    together = engine.beam_search(steps, src, src_len, limit, beam=3, nbest=3, alpha=1.0, width=width)
     del steps.step
     if width:
         assert max(rows_per_step) == 3 * width and rows_per_step[: len(rows_per_step) // 2].count(3 * width) > 5
@@ -169,21 +160,21 @@ def test_beam_on_a_batch_equals_each_sentence_alone(att, feed, width, prep):
         (alone,) = beam_search(model, src[i : i + 1, :n], src_len[i : i + 1], limit[i : i + 1], beam=3, nbest=3,
                                alpha=1.0)
         assert_same(together[i], [(h.ids, h.score, h.finished) for h in alone])
-        assert all(torch.allclose(a.attention, b.attention, atol=1e-5)
+        assert all(np.allclose(a.attention, b.attention, atol=1e-5)
                    for a, b in zip(together[i], alone) if a.ids == b.ids)
 
 
 def test_beam_search_stops_a_sentence_once_nothing_alive_can_win():
-    assert not _cannot_improve([], 1, -5.0, 3, 20, 0.0)                       # nothing finished yet
+    assert not cannot_improve([], 1, -5.0, 3, 20, 0.0)                       # nothing finished yet
     finished = [Hypothesis([5], -1.0, None, True), Hypothesis([6], -2.0, None, True)]
-    assert not _cannot_improve(finished, 1, -0.9, 3, 20, 0.0)    # an alive one is still better than -1.0
-    assert _cannot_improve(finished, 1, -1.5, 3, 20, 0.0)        # raw scores only fall: -1.5 stays below -1.0
-    assert not _cannot_improve(finished, 2, -1.5, 3, 20, 0.0)    # ... but it can still beat the second, -2.0
-    assert not _cannot_improve(finished, 1, -2.0, 3, 13, 1.0)    # at length 13: -2.0 / ((5 + 13) / 6) = -0.67
-    assert _cannot_improve(finished, 1, -4.0, 3, 13, 1.0)        # -4.0 / 3 = -1.33 < -1.0
+    assert not cannot_improve(finished, 1, -0.9, 3, 20, 0.0)    # an alive one is still better than -1.0
+    assert cannot_improve(finished, 1, -1.5, 3, 20, 0.0)        # raw scores only fall: -1.5 stays below -1.0
+    assert not cannot_improve(finished, 2, -1.5, 3, 20, 0.0)    # ... but it can still beat the second, -2.0
+    assert not cannot_improve(finished, 1, -2.0, 3, 13, 1.0)    # at length 13: -2.0 / ((5 + 13) / 6) = -0.67
+    assert cannot_improve(finished, 1, -4.0, 3, 13, 1.0)        # -4.0 / 3 = -1.33 < -1.0
     # alpha < 0: the penalty 6 / (5 + length) is largest at the shortest end, length + 1
-    assert _cannot_improve(finished, 1, -0.8, 3, 20, -1.0)       # ending at 4: -0.8 * 9 / 6 = -1.2 < -1.0
-    assert not _cannot_improve(finished, 1, -0.8, 1, 20, -1.0)   # ending at 2: -0.8 * 7 / 6 = -0.93
+    assert cannot_improve(finished, 1, -0.8, 3, 20, -1.0)       # ending at 4: -0.8 * 9 / 6 = -1.2 < -1.0
+    assert not cannot_improve(finished, 1, -0.8, 1, 20, -1.0)   # ending at 2: -0.8 * 7 / 6 = -0.93
     # the early stop returns what waiting for `beam` finished hypotheses returns (nbest=5 has to wait)
     model = random_model()
     src, src_len, limit = sources(40, seed=4)
@@ -203,20 +194,33 @@ def test_length_penalty_lengthens_outputs():
     assert long > short
 
 
-def test_sampling_is_reproducible_with_a_seed_and_varies_without():
+@pytest.mark.parametrize("top_k,top_p,temperature", [(0, 1.0, 1.0), (3, 1.0, 0.7), (0, 0.8, 1.5)])
+def test_sampling_draws_each_sentence_alike_alone_in_a_batch_and_in_the_engine(top_k, top_p, temperature):
+    """A draw is a function of (seed, key, step): the same seed gives the same samples, in the plain search
+    and the engine, whatever the batch and its order; another seed other ones."""
     model = random_model()
     src, src_len, limit = sources(16, seed=1)
-    draw = lambda seed: [h.ids for h in greedy(model, src, src_len, limit, sample=True,  # noqa: E731
-                                                generator=torch.Generator().manual_seed(seed))]
-    assert draw(11) == draw(11)
-    assert draw(11) != draw(12)
+    cut = lambda seed: Sampling(temperature, top_k, top_p, seed)   # noqa: E731
+    draws = lambda seed: [h.ids for h in greedy(model, src, src_len, limit, sampling=cut(seed))]   # noqa: E731
+    assert draws(11) == draws(11)
+    assert draws(11) != draws(12)
+    plain = greedy(model, src, src_len, limit, sampling=cut(11))
+    fast = engine.greedy(Decoding(model), src, src_len, limit, sampling=cut(11), width=5)
+    assert [h.ids for h in fast] == [h.ids for h in plain]
+    assert [h.score for h in fast] == pytest.approx([h.score for h in plain], abs=1e-4)
+    for i in (0, 7, 15):   # alone, under its key
+        n = int(src_len[i])
+        (alone,) = greedy(model, src[i : i + 1, :n], src_len[i : i + 1], limit[i : i + 1], sampling=cut(11), keys=[i])
+        assert alone.ids == plain[i].ids
+    top1 = greedy(model, src, src_len, limit, sampling=Sampling(temperature, 1, top_p, 11))   # the argmax only
+    assert [h.ids for h in top1] == [h.ids for h in greedy(model, src, src_len, limit)]
 
 
 def test_filter_logits_top_k_and_top_p():
-    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
-    assert torch.isinf(filter_logits(logits, top_k=2)).tolist() == [[False, False, True, True]]
-    assert torch.isinf(filter_logits(logits, top_p=0.7)).tolist() == [[False, False, True, True]]
-    assert torch.isinf(filter_logits(logits, top_p=0.5)).tolist() == [[False, True, True, True]]
+    logits = np.log(np.array([[0.5, 0.3, 0.15, 0.05]]))
+    assert np.isinf(filter_logits(logits, top_k=2)).tolist() == [[False, False, True, True]]
+    assert np.isinf(filter_logits(logits, top_p=0.7)).tolist() == [[False, False, True, True]]
+    assert np.isinf(filter_logits(logits, top_p=0.5)).tolist() == [[False, True, True, True]]
 
 
 @pytest.fixture(scope="module")
@@ -382,5 +386,6 @@ def test_searches_of_no_sentences_return_nothing():
     model = random_model()
     src, src_len, limit = sources(3)
     none = torch.zeros(0, dtype=torch.long)
-    assert greedy(model, src[:0], src_len[:0], limit[:0], width=2) == []
-    assert beam_search(model, src[:0], none, none, beam=3, width=2) == []
+    assert engine.greedy(model, src[:0], src_len[:0], limit[:0], width=2) == []
+    assert engine.beam_search(model, src[:0], none, none, beam=3, width=2) == []
+    assert greedy(model, src[:0], src_len[:0], limit[:0]) == [] and beam_search(model, src[:0], none, none, 3) == []

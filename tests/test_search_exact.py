@@ -10,6 +10,7 @@ from test_search import sources
 
 from seqattn.config import ModelConfig, load_config
 from seqattn.data.tokenizer import EOS, SOS
+from seqattn.fast import search as engine
 from seqattn.model.seq2seq import Encoded, Seq2Seq
 from seqattn.search import beam_search, greedy, length_penalty
 from seqattn.train import Trainer
@@ -61,11 +62,12 @@ def test_beam_search_equals_a_reference_search_of_the_same_width(att, feed, rnn,
     model = tiny_model(att, feed, rnn, layers)
     src, src_len, limit = sources(8, seed=11)
     for k, alpha in itertools.product((1, 2, 5), (0.0, 1.0)):
-        for nbest, width in ((1, 0), (k, 3)):
-            got = beam_search(model, src, src_len, limit, beam=k, alpha=alpha, nbest=nbest, width=width)
-            for i, hyps in enumerate(got):
-                ids = src[i, : int(src_len[i])].tolist()
-                assert_same(hyps, reference_beam(model, ids, int(limit[i]), k, alpha, nbest))
+        for nbest, width in ((1, 0), (k, 3)):   # the plain search, and the engine refilling `width` rows
+            for got in (beam_search(model, src, src_len, limit, beam=k, alpha=alpha, nbest=nbest),
+                        engine.beam_search(model, src, src_len, limit, beam=k, alpha=alpha, nbest=nbest, width=width)):
+                for i, hyps in enumerate(got):
+                    ids = src[i, : int(src_len[i])].tolist()
+                    assert_same(hyps, reference_beam(model, ids, int(limit[i]), k, alpha, nbest))
 
 
 def test_a_beam_wide_enough_is_the_exhaustive_search():
@@ -145,13 +147,12 @@ def test_weak_beams_finishing_first_do_not_end_the_search():
     """The rule that a sentence is done once `beam` hypotheses finished returned a -4.2 hypothesis here,
     one of the weak beams' early <eos>s, while GOOD (-1.0 when it ends) was still being extended."""
     src, src_len = torch.tensor([[5, 6, 7]]), torch.tensor([3])
-    for k in (1, 2, 3, 5):
-        for alpha in (0.0, 1.0):
-            (best, *_), = beam_search(Scripted(), src, src_len, torch.tensor([20]), beam=k, alpha=alpha, nbest=1,
-                                      attention=False)
-            assert best.ids == Scripted.GOOD and best.finished
-            assert best.score == pytest.approx(6 * -torch.tensor([0.0] + [-4.0] * 9).logsumexp(0).item()
-                                               / length_penalty(6, alpha), abs=1e-5)
+    for k, alpha, search in itertools.product((1, 2, 3, 5), (0.0, 1.0), (beam_search, engine.beam_search)):
+        (best, *_), = search(Scripted(), src, src_len, torch.tensor([20]), beam=k, alpha=alpha, nbest=1,
+                             attention=False)
+        assert best.ids == Scripted.GOOD and best.finished
+        assert best.score == pytest.approx(6 * -torch.tensor([0.0] + [-4.0] * 9).logsumexp(0).item()
+                                           / length_penalty(6, alpha), abs=1e-5)
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,11 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
+from seqattn_runtime.rules import EOS, PAD, SOS, UNK
+
 from ..errors import SeqattnError
 
-PAD, UNK, SOS, EOS = 0, 1, 2, 3
+__all__ = ["EOS", "PAD", "SOS", "SPECIALS", "UNK", "TargetView", "Tokenizer", "Tokenizers"]
 SPECIALS = ("<pad>", "<unk>", "<sos>", "<eos>")
 
 

@@ -1,22 +1,30 @@
-"""Whether a fast path applies: the model's code it re-expresses is the code it was written for.
+"""Whether a fast path applies: the model code it re-expresses is the code it was written for.
 
-A fast path that computes part of the model its own way (the encoder's padding, the decoding step from
-tables and packed weights) is right only for the code it was written against. Each one names the
-functions of `seqattn/model/` it re-expresses; their source, comments and blank lines aside, must hash
-to the value recorded in WRITTEN_FOR, or the path steps aside and the model's own code runs. So an edited
-model (an attention variant, another bridge) still trains and decodes correctly, only slower.
-`python -m seqattn.fast.check` prints the current hashes: record them after changing the model and the
-fast paths together (tests/test_fast.py fails until then).
+A fast path that computes part of the model its own way (the encoder from tables, the decoding step
+from packed weights and the split of W_c, the encoder's unpadding in training) is right only for the
+code it was written against. So a path decides in two steps, each of which must pass:
+
+1. Module types and options, checked where the path is built: exactly seqattn's modules and torch's
+   nn.LSTM / nn.GRU / nn.Linear (a subclass, even one that computes the same, is not assumed to), and
+   options the path handles (e.g. no LSTM projections).
+2. Model code: every function of `seqattn/model/` the path re-expresses, constructors included, is
+   listed in REEXPRESSES; their syntax trees, docstrings, comments and layout aside, must hash to the
+   value recorded in WRITTEN_FOR. A replaced method counts (they are looked up when checked).
+
+Where either fails the path steps aside whole and the model's own code runs, so an edited model (an
+attention variant, another bridge, a changed constructor) still trains and decodes correctly, only
+slower; a docstring or comment edit changes nothing. `python -m seqattn.fast.check` prints the current
+hashes: record them after changing the model and the fast paths together (tests/test_fast.py fails
+until then).
 """
 
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
 import inspect
-import io
 import textwrap
-import tokenize
 
 from ..model.attention import Attention
 from ..model.decoder import Decoder
@@ -25,32 +33,42 @@ from ..model.seq2seq import Seq2Seq
 
 # path -> the model functions it re-expresses (looked up when checked: a replaced method counts)
 REEXPRESSES = {
-    "encoder_padding": ((Encoder, "forward"),),
-    "encoder_tables": ((Encoder, "forward"), (Encoder, "merge_directions")),
-    "encode": ((Seq2Seq, "encode"), (Seq2Seq, "initial_state"), (Decoder, "keys")),
-    "decoder_step": ((Seq2Seq, "step"), (Decoder, "step")),
-    "split_combine": ((Decoder, "attend"), (Attention, "forward")),
+    "encoder_padding": ((Encoder, "__init__"), (Encoder, "forward"), (Encoder, "merge_directions")),
+    "encoder_tables": ((Encoder, "__init__"), (Encoder, "forward"), (Encoder, "merge_directions")),
+    "encode": ((Seq2Seq, "__init__"), (Seq2Seq, "encode")),
+    "decoder_step": ((Seq2Seq, "__init__"), (Seq2Seq, "step"), (Decoder, "__init__"), (Decoder, "step"),
+                     (Decoder, "attend"), (Attention, "__init__"), (Attention, "forward")),
 }
 
 WRITTEN_FOR = {
-    "encoder_padding": "3685c72c893e2bcb",
-    "encoder_tables": "210d443e104e66da",
-    "encode": "3ed9959395514cb3",
-    "decoder_step": "1fa626ac79f8f3b9",
-    "split_combine": "6f232b2513e35d04",
+    "encoder_padding": "b204c99833ae0da1",
+    "encoder_tables": "b204c99833ae0da1",
+    "encode": "758bccf919c4c1b7",
+    "decoder_step": "ae0658e88479559e",
 }
+
+
+def _without_docstrings(tree: ast.AST) -> ast.AST:
+    """Return tree with the docstring of every function and class removed (in place)."""
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
+                    and isinstance(first.value.value, str):
+                node.body = node.body[1:] or [ast.Pass()]
+    return tree
 
 
 @functools.cache   # per function object: an edited file is new objects in a new process
 def code_hash(*functions) -> str | None:
-    """Return a hash of the functions' source without comments and blank lines, or None without source."""
+    """Return a hash of the functions' syntax trees without docstrings (comments and layout are not in
+    the tree), or None where a function has no source."""
     try:
-        text = "".join(textwrap.dedent(inspect.getsource(f)) for f in functions)
-        tokens = [t.string for t in tokenize.generate_tokens(io.StringIO(text).readline)
-                  if t.type not in (tokenize.COMMENT, tokenize.NL)]
-    except (OSError, TypeError, tokenize.TokenError, IndentationError):
+        trees = [_without_docstrings(ast.parse(textwrap.dedent(inspect.getsource(f)))) for f in functions]
+    except (OSError, TypeError, SyntaxError):
         return None
-    return hashlib.sha256(" ".join(tokens).encode()).hexdigest()[:16]
+    text = " ".join(ast.dump(t, annotate_fields=False, include_attributes=False) for t in trees)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def written_for(path: str) -> bool:

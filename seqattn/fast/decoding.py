@@ -12,12 +12,16 @@
 - Encoder tables (one-layer LSTM encoder, CPU, float32): each source id's input projection computed the
   first time it is met, both directions in one loop (`rnn.lstm_from_tables`).
 
-Each part applies only to the module types and the model code it was written for (`check.written_for`);
-elsewhere the model's own code runs: an edited attention, for instance, leaves the W_c split out and
-keeps the rest.
+The encoder path (the tables) and the step path (the rest) each apply whole or not at all: only to the
+module types and the model code they were written for (`check.written_for`); elsewhere the model's own
+code runs with the model's own state. What the step path derives from the source (W_ca h_i) travels in
+its own type, `Prepared`, which only `Decoding.step` reads: an edited attention, for instance, turns the
+step path off and the model's step gets the model's Encoded.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -27,6 +31,7 @@ from ..model.attention import Attention
 from ..model.decoder import Decoder
 from ..model.encoder import Encoder
 from ..model.seq2seq import Encoded, Seq2Seq
+from ..search import select
 from .check import written_for
 from .onednn import PackedLinear, pack
 from .rnn import TABLE_MAX, FastGRU, FastLSTM, gate_order, in_rnn_precision, lstm_from_tables
@@ -82,41 +87,88 @@ class EncoderTables:
         return memory, (h.unsqueeze(0), c.unsqueeze(0))
 
 
+@dataclass
+class Prepared:
+    """What `Decoding.encode` hands its own `step` when the W_c split applies: the model's Encoded and
+    the memory multiplied by W_ca. Only `Decoding.step` reads `context`; whatever runs the model's code
+    gets `enc`, the model's own."""
+
+    enc: Encoded
+    context: torch.Tensor          # W_ca h_i: batch x src_len x dec_hidden
+
+    def decoder_state(self):
+        """Return the decoder's initial state (the model's)."""
+        return self.enc.state
+
+    def select(self, index: torch.Tensor) -> Prepared:
+        """Return the rows `index` (batch ids)."""
+        return Prepared(select(self.enc, index), self.context.index_select(0, index))
+
+    @staticmethod
+    def join(parts: list[Prepared], span: int = 0) -> Prepared:
+        """Return the rows of all parts in order, padded as `fast.search.join` pads."""
+        from .search import join, pad_source
+
+        enc = join([p.enc for p in parts], span)
+        return Prepared(enc, torch.cat([pad_source(p.context, enc.mask.size(1)) for p in parts]))
+
+    def put(self, index: torch.Tensor, part: Prepared) -> Prepared:
+        """Return self with rows `index` overwritten by part's, as `fast.search.put` does."""
+        from .search import pad_source, put
+
+        enc = put(self.enc, index, part.enc)
+        span = enc.mask.size(1)
+        context = pad_source(self.context, span)
+        context.index_copy_(0, index, pad_source(part.context, span))
+        return Prepared(enc, context)
+
+
+def _step_is_stock(model: Seq2Seq) -> bool:
+    """Return whether the decoding step is the one `Decoding.step` re-expresses: seqattn's modules of
+    exactly their types, and the model code of `check.REEXPRESSES["decoder_step"]` as written."""
+    dec = model.decoder
+    rnn = dec.rnn
+    return (type(model) is Seq2Seq and type(dec) is Decoder and type(dec.embed) is nn.Embedding
+            and type(rnn) in LSTMS + GRUS and not getattr(rnn, "proj_size", 0)
+            and (dec.attention is None or type(dec.attention) is Attention)
+            and (dec.combine is None or type(dec.combine) is nn.Linear) and type(dec.out) is nn.Linear
+            and written_for("decoder_step"))
+
+
 class Decoding:
     """The model's `encode` and `step` (the interface the searches call), from weights derived once.
 
-    A snapshot: it does not follow later changes of the weights, so whoever knows they are fixed keeps it
-    (`Translator`); the model keeps no copy. It takes its own paths only in inference (eval mode, no
-    gradients); `paths` names those that apply to this model.
+    Two paths, each whole or not at all: the encoder (`EncoderTables`, giving the model's Encoded) and
+    the step (input table, cells, packed products, the W_c split). A model they were not written for
+    (another module type, edited model code: `check.py`) runs the model's own code there, with the
+    model's own state. A snapshot: it does not follow later changes of the weights, so whoever knows they
+    are fixed keeps it (`Translator`). It takes its own paths only in inference (eval mode, no
+    gradients); `paths` names the parts that apply to this model.
     """
 
     @torch.no_grad()
     def __init__(self, model: Seq2Seq):
         self.model = model
         dec, rnn = model.decoder, model.decoder.rnn
-        own = type(model) is Seq2Seq and type(dec) is Decoder
-        step_ok = own and written_for("decoder_step")
-        self.encode_ok = encode_ok = own and written_for("encode")
-        self.encoder = EncoderTables.of(model.encoder) if encode_ok else None
-        self.cells = step_ok and type(rnn) in LSTMS + GRUS and not getattr(rnn, "proj_size", 0)
+        self.encoder = EncoderTables.of(model.encoder) if type(model) is Seq2Seq and written_for("encode") else None
+        self.fast_step = _step_is_stock(model)
         lstm = type(rnn) in LSTMS
-        self.table = self.hh = None
-        if self.cells and not dec.input_feeding and rnn.bias and dec.embed.num_embeddings * rnn.weight_ih_l0.size(0) \
-                <= TABLE_MAX:
-            self.hh = pack(gate_order(rnn.weight_hh_l0) if lstm else rnn.weight_hh_l0, None if lstm else rnn.bias_hh_l0)
-            self.table = self._input_table(ifog=self.hh is not None)
-        self.context = self.combine = None
-        if (encode_ok and step_ok and type(dec.attention) is Attention and type(dec.combine) is nn.Linear
-                and written_for("split_combine")):
-            w_ca, w_cs = dec.combine.weight.split([dec.combine.in_features - dec.hidden_size, dec.hidden_size], 1)
-            self.context, self.combine = pack(w_ca), pack(w_cs, dec.combine.bias)
-            if self.context is None or self.combine is None:
-                self.context = self.combine = None
-        self.out = pack(dec.out.weight, dec.out.bias) if step_ok and type(dec.out) is nn.Linear else None
-        names = {"encode": encode_ok, "encoder_tables": self.encoder, "decoder_cells": self.cells,
+        self.table = self.hh = self.context = self.combine = self.out = None
+        if self.fast_step:
+            if not dec.input_feeding and rnn.bias and dec.embed.num_embeddings * rnn.weight_ih_l0.size(0) <= TABLE_MAX:
+                self.hh = pack(gate_order(rnn.weight_hh_l0) if lstm else rnn.weight_hh_l0,
+                               None if lstm else rnn.bias_hh_l0)
+                self.table = self._input_table(ifog=self.hh is not None)
+            if dec.attention is not None:
+                w_ca, w_cs = dec.combine.weight.split([dec.combine.in_features - dec.hidden_size, dec.hidden_size], 1)
+                self.context, self.combine = pack(w_ca), pack(w_cs, dec.combine.bias)
+                if self.context is None or self.combine is None:
+                    self.context = self.combine = None
+            self.out = pack(dec.out.weight, dec.out.bias)
+        names = {"encoder_tables": self.encoder, "decoder_cells": self.fast_step or None,
                  "decoder_table": self.table, "packed_hh": self.hh, "split_combine": self.combine,
                  "packed_out": self.out}
-        self.paths = [name for name, part in names.items() if part is not None and part is not False]
+        self.paths = [name for name, part in names.items() if part is not None]
 
     def initial_feed(self, rows: int, device: torch.device) -> torch.Tensor | None:
         """Return `Seq2Seq.initial_feed(rows, device)`."""
@@ -125,33 +177,36 @@ class Decoding:
     def _applies(self) -> bool:
         return not self.model.training and not torch.is_grad_enabled()
 
-    def encode(self, src: torch.Tensor, src_len: torch.Tensor) -> Encoded:
-        """Return `Seq2Seq.encode(src, src_len)`, its memory multiplied by W_ca when the W_c split applies
-        (only this object's `step` reads it so)."""
+    def encode(self, src: torch.Tensor, src_len: torch.Tensor) -> Encoded | Prepared:
+        """Return `Seq2Seq.encode(src, src_len)`, inside a `Prepared` with W_ca h_i when the W_c split
+        applies (only this object's `step` reads it so)."""
         model = self.model
-        if not self._applies() or not self.encode_ok:
-            return model.encode(src, src_len)
-        memory, final = self.encoder(src, src_len) if self.encoder is not None else model.encoder(src, src_len)
-        values = memory if self.context is None else self.context(memory)
-        return Encoded(values, model.decoder.keys(memory), src != PAD, model.initial_state(final))
-
-    def step(self, y_prev: torch.Tensor, state, enc: Encoded, feed: torch.Tensor | None = None, group: int = 1):
-        """Return `Seq2Seq.step(y_prev, state, enc, feed, group)` for enc from this object's `encode`."""
         if not self._applies():
-            return self.model.step(y_prev, state, enc, feed, group)
+            return model.encode(src, src_len)
+        if self.encoder is None:
+            enc = model.encode(src, src_len)
+        else:
+            memory, final = self.encoder(src, src_len)
+            enc = Encoded(memory, model.decoder.keys(memory), src != PAD, model.initial_state(final))
+        return enc if self.context is None else Prepared(enc, self.context(enc.memory))
+
+    def step(self, y_prev: torch.Tensor, state, enc: Encoded | Prepared, feed: torch.Tensor | None = None,
+             group: int = 1):
+        """Return `Seq2Seq.step(y_prev, state, enc, feed, group)` for enc from this object's `encode`."""
+        if not self._applies() or not self.fast_step:
+            return self.model.step(y_prev, state, enc.enc if isinstance(enc, Prepared) else enc, feed, group)
         dec = self.model.decoder
         if self.table is not None:      # the first layer's input projection of y_prev, looked up
             s, state = in_rnn_precision(self._cells, y_prev, state)
-        elif self.cells:
+        else:
             x = dec.embed(y_prev)
             if dec.input_feeding:
                 x = torch.cat([x, feed], dim=-1)
             s, state = in_rnn_precision(self._cells, x, state)
-        else:
-            return self.model.step(y_prev, state, enc, feed, group)
         s = s.view(-1, group, s.size(-1))
-        if self.combine is not None:    # the memory holds W_ca h_i: the attention yields W_ca a_t
-            a, alpha = dec.attention(s, enc.keys, enc.memory, enc.mask)
+        if isinstance(enc, Prepared):   # the split of W_c: the attention over W_ca h_i yields W_ca a_t
+            model_enc = enc.enc
+            a, alpha = dec.attention(s, model_enc.keys, enc.context, model_enc.mask)
             s_tilde = torch.tanh(self.combine(s, add=a))
         else:
             s_tilde, alpha = dec.attend(s, enc.memory, enc.keys, enc.mask)

@@ -18,7 +18,7 @@ as they are (one sentence would pay for 16), and so do more: beam search's 5 x s
 waste more in padding than the compiles cost.
 
 A PackedLinear is a snapshot: it does not follow later changes of the weight it was made from, so it is
-made by whoever knows the weights are fixed (see `Decoder.prepare`), never cached on a module.
+made by whoever knows the weights are fixed (`fast.Decoding`), never cached on a module.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 - nn.LSTM / nn.GRU -> FastLSTM / FastGRU (`rnn.py`): the packed CPU training path, float32 under autocast.
 - nn.Dropout -> FastDropout (`dropout.py`): a cheaper CPU mask, the same distribution.
-- the Encoder -> FastEncoder: the memory unpadded by one gather (`rnn.pad_packed`) instead of
-  pad_packed_sequence, whose backward copies time step by time step.
+- the Encoder -> FastEncoder: embeddings and dropout on the real tokens only (the ids are packed
+  first), and the memory unpadded by one gather (`rnn.pad_packed`) instead of pad_packed_sequence,
+  whose backward copies time step by time step.
 
 A swap changes the module's class only: its parameters, state_dict and results stay (tests compare
 outputs and gradients with torch's modules). Only modules of exactly the types a fast class was written
@@ -25,7 +26,8 @@ SWAPS = {nn.LSTM: FastLSTM, nn.GRU: FastGRU, nn.Dropout: FastDropout}
 
 
 class FastEncoder(Encoder):
-    """Encoder.forward with the memory unpadded by `pad_packed` (the same values and gradients)."""
+    """Encoder.forward on the packed tokens: no embedding or dropout of padding, the memory unpadded by
+    `pad_packed` (the same values and gradients; dropout draws its masks over other tensors)."""
 
     def forward(self, src, src_len):
         """Return what Encoder.forward returns: (memory batch x src_len x out_size, final state, each

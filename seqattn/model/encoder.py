@@ -31,13 +31,13 @@ class Encoder(nn.Module):
 
         src: batch x src_len ids; src_len: batch lengths (CPU).
         """
+        x = self.dropout(self.embed(src))                                     # batch x src_len x emb_size
         # packed: the RNN reads each sentence to its own end, so the final state is its last token's
-        ids = pack_padded_sequence(src, src_len.cpu(), batch_first=True, enforce_sorted=False)
-        out, final = self.rnn(ids._replace(data=self.dropout(self.embed(ids.data))))
-        out = out._replace(data=self.dropout(out.data))
+        packed = pack_padded_sequence(x, src_len.cpu(), batch_first=True, enforce_sorted=False)
+        out, final = self.rnn(packed)
         memory, _ = pad_packed_sequence(out, batch_first=True, total_length=src.size(1))
         final = tuple(map(self.merge_directions, final)) if isinstance(final, tuple) else self.merge_directions(final)
-        return memory, final
+        return self.dropout(memory), final
 
     def merge_directions(self, state: torch.Tensor) -> torch.Tensor:
         """Return layers x batch x (directions*hidden) from the RNN's (layers*directions) x batch x hidden."""
