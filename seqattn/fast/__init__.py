@@ -6,6 +6,8 @@
 - `Decoding(model)`: the model's `encode` and `step` from weights derived once (input tables, packed
   products, the split of W_c, the encoder's tables); the translator builds one per set of fixed weights
   and hands it to the searches.
+- `search` (`fast.search`): the search engine: the plain search's outputs with refilled batches,
+  chunked top-k and trimmed beam history; the translator decodes with it.
 - `cross_entropy`: the label-smoothed loss with one vocabulary-sized tensor instead of four.
 
 Every path checks that it applies (the module types, options, device and model code it was written
