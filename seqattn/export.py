@@ -105,14 +105,14 @@ class _Step(nn.Module):
             memory, mask = x["h"].new_zeros(x["y"].size(0), 1, 1), torch.ones(x["y"].size(0), 1, dtype=torch.bool)
             keys = None
         group = x["y"].size(0) // memory.size(0)
-        logits, state, s_tilde, alpha = self.model.step(x["y"], state, Encoded(memory, keys, mask, None),
-                                                        x.get("feed"), group)
-        outputs = [torch.log_softmax(logits.float(), -1)]
-        outputs += list(state) if isinstance(state, tuple) else [state]
-        outputs.append(s_tilde)
-        if alpha is not None:
-            outputs.append(alpha)
-        return tuple(outputs)
+        return _step_outputs(*self.model.step(x["y"], state, Encoded(memory, keys, mask, None), x.get("feed"), group))
+
+
+def _step_outputs(logits: torch.Tensor, state, s_tilde: torch.Tensor, alpha: torch.Tensor | None) -> tuple:
+    """Return `Seq2Seq.step`'s results as step.onnx's outputs: log-probabilities (rows x V), h (and c),
+    s~ (rows x dec_hidden), and alpha (rows x src_len) when the model attends."""
+    states = state if isinstance(state, tuple) else (state,)
+    return (torch.log_softmax(logits.float(), -1), *states, s_tilde, *(() if alpha is None else (alpha,)))
 
 
 @contextlib.contextmanager
@@ -258,12 +258,11 @@ def check(model: Seq2Seq, out: Path, tolerance: float = TOLERANCE) -> float:
     import onnxruntime as ort
 
     io = _Interface.of(model)
-    enc_args, x = _sample_inputs(model, io, [7, 2, 4], beams=3, seed=1)
+    beams = 3
+    enc_args, x = _sample_inputs(model, io, [7, 2, 4], beams=beams, seed=1)
     state = (x["h"], x["c"]) if io.lstm else x["h"]
-    logits, state, s_tilde, alpha = model.step(x["y"], state, Encoded(x["memory"], x["keys"], x["mask"], None),
-                                               x.get("feed"), 3)
-    want_step = [torch.log_softmax(logits.float(), -1), *(state if io.lstm else (state,)), s_tilde]
-    want_step += [] if alpha is None else [alpha]
+    want_step = _step_outputs(*model.step(x["y"], state, Encoded(x["memory"], x["keys"], x["mask"], None),
+                                          x.get("feed"), beams))
     worst = 0.0
     for name, ins, args, want in (("encoder.onnx", ["src", "src_len"], enc_args, _Encode(model, io)(*enc_args)),
                                   ("step.onnx", io.step_inputs(), [x[n] for n in io.step_inputs()], want_step)):

@@ -79,22 +79,28 @@ def select(enc, index: torch.Tensor):
 
 
 class ModelSteps:
-    """`seqattn_runtime.search.Steps` of a batch encoded by a torch `Steps`: the searches' arrays in,
-    the model's tensors inside, log-probabilities and weights out as float32 arrays."""
+    """`seqattn_runtime.search.Steps` of src (batch x src_len ids, lengths src_len on the CPU) for a torch
+    `Steps`: the searches' arrays in, the model's tensors inside, log-probabilities and weights out as
+    float32 arrays."""
 
     def __init__(self, steps: Steps, src: torch.Tensor, src_len: torch.Tensor):
-        self.steps, self.device = steps, src.device
-        self.enc = self.rows = steps.encode(src, src_len)
+        self.steps, self.src, self.src_len, self.device = steps, src, src_len, src.device
+        self.enc = self.rows = None         # the encoded batch; its rows of the sentences decoding
         self.sents = np.arange(src.size(0))
 
     def start(self):
+        """Return (the encoded batch's decoder state, the input-feeding vectors or None), one row each."""
+        self.enc = self.rows = self.steps.encode(self.src, self.src_len)
         return state_of(self.enc), self.steps.initial_feed(len(self.sents), self.device)
 
     def take(self, state, feed, rows: np.ndarray):
+        """Return (state, feed) with the rows `rows` only."""
         index = torch.as_tensor(rows, device=self.device)
         return pick_state(state, index), pick_rows(feed, index)
 
     def step(self, y: np.ndarray, state, feed, sents: np.ndarray):
+        """Return (log-probabilities rows x V, state, feed, weights rows x src_len or None) of one step of the
+        rows y (len(sents) groups of consecutive rows, group g decoding sentence sents[g])."""
         if not np.array_equal(sents, self.sents):    # sentences have finished: their rows leave
             self.rows, self.sents = select(self.enc, torch.as_tensor(sents, device=self.device)), sents
         logits, state, feed, alpha = self.steps.step(torch.as_tensor(y, device=self.device), state, self.rows,
@@ -111,8 +117,6 @@ def greedy(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_len: to
     each step, or with sampling a draw (keys: each sentence's key for the draws, default its row), each
     sentence stopping at <eos> or its limit max_len (batch). steps: what encodes and steps (default the
     model itself; `fast.Decoding(model)` or an `Ensemble` decode the same way)."""
-    if src.size(0) == 0:
-        return []
     return plain.greedy(ModelSteps(steps or model, src, src_len), max_len.numpy(), src_len.numpy(), attention,
                         sampling, None if keys is None else np.asarray(keys))
 
@@ -123,9 +127,5 @@ def beam_search(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_le
                 steps: Steps | None = None) -> list[list[Hypothesis]]:
     """Return the nbest hypotheses of each sentence of src (best first): `seqattn_runtime.search.beam_search`
     of width beam over the model's steps (or `steps`')."""
-    if src.size(0) == 0:
-        if not 1 <= nbest <= beam:
-            raise ValueError(f"nbest must be in 1..beam ({beam}), got {nbest}")
-        return []
     return plain.beam_search(ModelSteps(steps or model, src, src_len), max_len.numpy(), src_len.numpy(), beam,
                              alpha, nbest, attention)

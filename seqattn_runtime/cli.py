@@ -56,6 +56,8 @@ def translate(args) -> int:
     if args.beam < 1 or not 1 <= args.nbest <= args.beam:
         raise SystemExit(f"seqattn-runtime: error: need --beam >= 1 and 1 <= --nbest <= --beam, got "
                          f"{args.beam} and {args.nbest}")
+    if args.num_samples != 1 and not args.sample:
+        raise SystemExit("seqattn-runtime: error: --num-samples needs --sample")
     if args.sample and (args.beam > 1 or args.temperature <= 0 or args.top_k < 0 or not 0 < args.top_p <= 1
                         or args.num_samples < 1):
         raise SystemExit("seqattn-runtime: error: --sample needs --beam 1, --temperature > 0, --top-k >= 0, "
@@ -64,7 +66,7 @@ def translate(args) -> int:
     lines = _lines(args.input)
     sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed) if args.sample else None
     results = runtime.translate_n(lines, args.beam, args.nbest, args.alpha, args.batch_size, bool(args.attention),
-                                  sampling, args.num_samples if args.sample else 1)
+                                  sampling, args.num_samples)
     for n, outs in enumerate(results, 1):
         if outs and outs[0].truncated:
             print(f"seqattn-runtime: warning: input line {n} is longer than the model's {runtime.meta['max_len']} "

@@ -24,7 +24,8 @@ class Steps(Protocol):
     steps' own (arrays, tensors, tuples of them): the search only passes them back and picks their rows."""
 
     def start(self) -> tuple:
-        """Return (the decoder state, the input-feeding vectors or None), one row per sentence."""
+        """Return (the decoder state, the input-feeding vectors or None), one row per sentence; the first
+        call of a search, made only for a batch of at least one sentence."""
 
     def take(self, state, feed, rows: np.ndarray) -> tuple:
         """Return (state, feed) with the rows `rows` only, in that order (repeats allowed)."""
@@ -57,6 +58,8 @@ def greedy(steps: Steps, limits: np.ndarray, src_len: np.ndarray, attention: boo
     sentence's key, default 0..b-1). Each sentence stops at <eos> or its limit (limits: b) and leaves the
     batch; scores are the model's log-probabilities of the chosen ids. src_len (b): the attention's widths."""
     b = len(limits)
+    if b == 0:
+        return []
     keys = np.arange(b) if keys is None else np.asarray(keys)
     ids = np.zeros((b, int(limits.max(initial=0))), np.int64)
     att: np.ndarray | None = None                 # b x steps x src_len once the first weights come
@@ -109,6 +112,8 @@ def beam_search(steps: Steps, limits: np.ndarray, src_len: np.ndarray, beam: int
     if not 1 <= nbest <= beam:
         raise ValueError(f"nbest must be in 1..beam ({beam}), got {nbest}")
     b, k = len(limits), beam
+    if b == 0:
+        return []
     state, feed = steps.start()
     state, feed = steps.take(state, feed, np.repeat(np.arange(b), k))   # row = sentence * k + beam
     sents = np.arange(b)                                      # the sentences decoding

@@ -115,6 +115,10 @@ def test_the_commands_export_and_translate(tmp_path, exported):
     want = subprocess.run([sys.executable, "-m", "seqattn", "translate", str(tmp / "model"), *sample], input=src,
                           capture_output=True, text=True)
     assert got.returncode == 0 and got.stdout == want.stdout and len(got.stdout.splitlines()) == 12, got.stderr
+    for bad in (["--num-samples", "2"], ["--sample", "--beam", "2"], ["--sample", "--top-p", "0"]):
+        refused = subprocess.run([sys.executable, "-m", "seqattn_runtime.cli", "translate", str(out), *bad],
+                                 input=src, capture_output=True, text=True)
+        assert refused.returncode != 0 and len(refused.stderr.strip().splitlines()) == 1, (bad, refused.stderr)
 
 
 def test_a_broken_or_mismatched_export_is_a_one_line_error(tmp_path, exported):

@@ -157,7 +157,7 @@ def test_an_edited_attention_makes_its_fast_path_step_aside(edit, monkeypatch):
         model.decoder.attention = ScaledDot("dot", 24, 24)
     else:
         monkeypatch.setattr(Attention, "forward", scaled_forward)
-        assert not written_for("decoder_step") and written_for("encoder_tables")
+        assert not written_for("decoder_step") and written_for("encoder")
     plain = copy.deepcopy(model).train()
     fast = copy.deepcopy(model).train()
     accelerate(fast)

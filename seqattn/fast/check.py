@@ -33,16 +33,15 @@ from ..model.seq2seq import Seq2Seq
 
 # path -> the model functions it re-expresses (looked up when checked: a replaced method counts)
 REEXPRESSES = {
-    "encoder_padding": ((Encoder, "__init__"), (Encoder, "forward"), (Encoder, "merge_directions")),
-    "encoder_tables": ((Encoder, "__init__"), (Encoder, "forward"), (Encoder, "merge_directions")),
+    # FastEncoder (training: packed ids, one-gather unpadding) and EncoderTables (decoding)
+    "encoder": ((Encoder, "__init__"), (Encoder, "forward"), (Encoder, "merge_directions")),
     "encode": ((Seq2Seq, "__init__"), (Seq2Seq, "encode")),
     "decoder_step": ((Seq2Seq, "__init__"), (Seq2Seq, "step"), (Decoder, "__init__"), (Decoder, "step"),
                      (Decoder, "attend"), (Attention, "__init__"), (Attention, "forward")),
 }
 
 WRITTEN_FOR = {
-    "encoder_padding": "b204c99833ae0da1",
-    "encoder_tables": "b204c99833ae0da1",
+    "encoder": "b204c99833ae0da1",
     "encode": "758bccf919c4c1b7",
     "decoder_step": "ae0658e88479559e",
 }

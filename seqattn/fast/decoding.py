@@ -35,6 +35,7 @@ from ..search import select
 from .check import written_for
 from .onednn import PackedLinear, pack
 from .rnn import TABLE_MAX, FastGRU, FastLSTM, gate_order, in_rnn_precision, lstm_from_tables
+from .search import join, pad_source, put
 from .training import FastEncoder
 
 LSTMS, GRUS = (nn.LSTM, FastLSTM), (nn.GRU, FastGRU)
@@ -57,7 +58,7 @@ class EncoderTables:
         """Return the tables of encoder, or None where they do not apply: not seqattn's Encoder as written,
         not a one-layer LSTM with biases, not float32 on the CPU, a table over TABLE_MAX elements."""
         rnn = encoder.rnn
-        if (type(encoder) not in (Encoder, FastEncoder) or not written_for("encoder_tables") or type(rnn) not in LSTMS
+        if (type(encoder) not in (Encoder, FastEncoder) or not written_for("encoder") or type(rnn) not in LSTMS
                 or rnn.num_layers != 1 or not rnn.bias or rnn.proj_size
                 or encoder.embed.num_embeddings * 4 * rnn.hidden_size * encoder.directions > TABLE_MAX):
             return None
@@ -107,15 +108,11 @@ class Prepared:
     @staticmethod
     def join(parts: list[Prepared], span: int = 0) -> Prepared:
         """Return the rows of all parts in order, padded as `fast.search.join` pads."""
-        from .search import join, pad_source
-
         enc = join([p.enc for p in parts], span)
         return Prepared(enc, torch.cat([pad_source(p.context, enc.mask.size(1)) for p in parts]))
 
     def put(self, index: torch.Tensor, part: Prepared) -> Prepared:
         """Return self with rows `index` overwritten by part's, as `fast.search.put` does."""
-        from .search import pad_source, put
-
         enc = put(self.enc, index, part.enc)
         span = enc.mask.size(1)
         context = pad_source(self.context, span)

@@ -46,7 +46,7 @@ def accelerate(model: nn.Module) -> list[str]:
     swapped = []
     for module in model.modules():
         fast = SWAPS.get(type(module))
-        if fast is None and type(module) is Encoder and written_for("encoder_padding"):
+        if fast is None and type(module) is Encoder and written_for("encoder"):
             fast = FastEncoder
         if fast is not None:
             module.__class__ = fast
