@@ -11,6 +11,7 @@ Prints one Markdown row for BENCHMARKS.md / the README and writes benchmarks/res
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import platform
@@ -20,6 +21,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def reading_from(cfg, data: Path):
+    """Return cfg (a Config) with its training and validation files taken from the folder data instead
+    (the same file names: a recipe reads data/multi30k/, a run may read another copy)."""
+    data = data.resolve()
+    cfg.data = dataclasses.replace(cfg.data, **{key: str(data / Path(getattr(cfg.data, key)).name) for key in
+                                                ("train_src", "train_tgt", "valid_src", "valid_tgt")})
+    return cfg
 
 
 def main() -> int:
@@ -36,9 +46,15 @@ def main() -> int:
     src, tgt = cfg.data.src_lang, cfg.data.tgt_lang
     args.model_dir = args.model_dir or str(ROOT / cfg.model_dir)
     seqattn = [sys.executable, "-m", "seqattn"]
-    if not args.skip_train:
+    if not args.skip_train:   # the recipe, reading its files from --data
+        from seqattn.config import save_config
+
+        reading_from(cfg, Path(args.data))
+        Path(args.model_dir).parent.mkdir(parents=True, exist_ok=True)
+        config = Path(args.model_dir).parent / f"{Path(args.model_dir).name}.recipe.yaml"
+        save_config(cfg, config)
         start = time.perf_counter()
-        subprocess.run([*seqattn, "train", args.config, "--model-dir", args.model_dir, "--overwrite"], check=True,
+        subprocess.run([*seqattn, "train", str(config), "--model-dir", args.model_dir, "--overwrite"], check=True,
                        cwd=ROOT)
         print(f"train command wall time: {(time.perf_counter() - start) / 60:.1f} min", file=sys.stderr)
     model_dir = Path(args.model_dir)

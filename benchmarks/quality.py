@@ -51,12 +51,16 @@ def recipe_path(direction: str) -> Path:
 
 
 def run_config(direction: str, run: str, out: Path, sr_alpha: float, sr_steps: int, short_steps: int,
-               third_minutes: float) -> Path:
-    """Write run's config (the recipe, changed as the run says) into out/run.yaml; return its path."""
+               third_minutes: float, data: Path) -> Path:
+    """Write run's config (the recipe, changed as the run says, reading its files from data) into
+    out/run.yaml; return its path."""
+    from multi30k import reading_from
+
     from seqattn.config import load_config, save_config
 
     cfg = load_config(recipe_path(direction))
     cfg.model_dir = str(out / run)
+    reading_from(cfg, data)
     cfg.train = dataclasses.replace(cfg.train, seed=SEEDS.get(run, cfg.train.seed))
     if run.startswith("short"):
         cfg.train = dataclasses.replace(cfg.train, max_steps=short_steps)
@@ -146,7 +150,7 @@ def main() -> int:
     if not args.skip_train:
         for run in named:
             config = run_config(args.direction, run, runs, args.sr_alpha, args.sr_steps, args.short_steps,
-                                args.third_minutes)
+                                args.third_minutes, Path(args.data))
             subprocess.run([sys.executable, "-m", "seqattn", "train", str(config), "--overwrite"], check=True,
                            cwd=ROOT)
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}

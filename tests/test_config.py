@@ -77,13 +77,15 @@ def test_yaml_errors(tmp_path):
 
 @pytest.mark.parametrize("name", ["multi30k.yaml", "multi30k-en-de.yaml", "multi30k-en-fr.yaml", "multi30k-en-cs.yaml"])
 def test_the_example_recipes_load_and_name_their_languages_files(name, monkeypatch):
-    """Each recipe validates and reads the Multi30k files of its own two languages (paths from the root)."""
+    """Each recipe validates and reads the Multi30k files of its own two languages from data/multi30k/ (where
+    `seqattn data multi30k --dir data/multi30k` puts them: inside the repository), files the local copy has."""
     root = Path(__file__).resolve().parents[1]
     monkeypatch.chdir(root)
     cfg = load_config(root / "examples" / name)
     d = cfg.data
     for split, path_src, path_tgt in (("train", d.train_src, d.train_tgt), ("val", d.valid_src, d.valid_tgt)):
-        assert path_src.endswith(f"{split}.{d.src_lang}.gz") and path_tgt.endswith(f"{split}.{d.tgt_lang}.gz")
+        assert path_src == f"data/multi30k/{split}.{d.src_lang}.gz"
+        assert path_tgt == f"data/multi30k/{split}.{d.tgt_lang}.gz"
         if MULTI30K.exists():
-            assert (root / path_src).exists() and (root / path_tgt).exists()
+            assert all((MULTI30K / Path(p).name).exists() for p in (path_src, path_tgt))
     assert cfg.model_dir == "runs/" + name.removesuffix(".yaml")
