@@ -211,12 +211,15 @@ def cmd_score(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    from .explain import explain, render
+    from .explain import explain, render, render_step
     from .translator import Translator
 
     translator = Translator.load(args.model_dir, device=args.device, checkpoint=args.checkpoint)
-    e = explain(translator, args.text, args.reference)
-    print(json.dumps(e.to_dict(), ensure_ascii=False) if args.json else render(e, args.numbers))
+    e = explain(translator, args.text, args.reference, step=args.step)
+    if args.json:
+        print(json.dumps(e.to_dict(), ensure_ascii=False))
+    else:
+        print(render_step(e, args.numbers) if args.step else render(e, args.numbers))
     return 0
 
 
@@ -412,12 +415,16 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--json", action="store_true", help="JSON instead of TSV")
     sc.set_defaults(func=cmd_score)
 
-    ex = sub.add_parser("explain", help="one sentence step by step: context vector, free decoding, teacher forcing")
+    ex = sub.add_parser("explain", help="one sentence step by step: context vector, free decoding, teacher forcing"
+                        " and, with --step, every quantity of one attention step")
     ex.add_argument("model_dir")
     ex.add_argument("text", help="the source sentence")
     ex.add_argument("--reference", help="a target sentence to feed under teacher forcing")
+    ex.add_argument("--step", type=_positive_int, metavar="T",
+                    help="print step T (from 1; of teacher forcing with --reference, else of free decoding): "
+                    "s_t, the scores e_t, alpha_t, a_t, [a_t; s_t], s~_t and the 5 most likely y_t")
     ex.add_argument("--checkpoint", help="checkpoint file (default: as translate)")
-    ex.add_argument("--numbers", type=_positive_int, default=8, help="how many numbers of the context vector")
+    ex.add_argument("--numbers", type=_positive_int, default=8, help="how many numbers of each vector to print")
     ex.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ex.add_argument("--json", action="store_true", help="print everything as one JSON line")
     ex.set_defaults(func=cmd_explain)

@@ -2,16 +2,20 @@
 
 import json
 import math
+import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from conftest import reverse_pairs, write_tiny_config
 
 from seqattn.config import load_config
 from seqattn.data.batching import pad_sources
-from seqattn.explain import explain, render
+from seqattn.data.tokenizer import EOS, SOS
+from seqattn.errors import SeqattnError
+from seqattn.explain import SCORES, explain, render, render_step
 from seqattn.train import Trainer
 from seqattn.translator import Translator
 
@@ -86,3 +90,138 @@ def test_the_cli_prints_the_steps_and_json(model):
     bad = subprocess.run([sys.executable, "-m", "seqattn", "explain", str(model_dir / "nope"), src],
                          capture_output=True, text=True)
     assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1 and "nope" in bad.stderr
+
+
+# --- `explain --step`: every quantity of one step, recomputed by hand in numpy from the weights -------------
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _cell(rnn: str, sd: dict, name: str, x, state, suffix: str = ""):
+    """One step of torch's LSTM (gates i, f, g, o) or GRU (r, z, n) `name` (suffix "_reverse": its backward
+    direction) by hand: return (output, new state)."""
+    wih, whh = sd[f"{name}.weight_ih_l0{suffix}"], sd[f"{name}.weight_hh_l0{suffix}"]
+    bih, bhh = sd[f"{name}.bias_ih_l0{suffix}"], sd[f"{name}.bias_hh_l0{suffix}"]
+    if rnn == "lstm":
+        h, c = state
+        i, f, g, o = np.split(wih @ x + bih + whh @ h + bhh, 4)
+        c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
+        h = _sigmoid(o) * np.tanh(c)
+        return h, (h, c)
+    (h,) = state
+    xr, xz, xn = np.split(wih @ x + bih, 3)
+    hr, hz, hn = np.split(whh @ h + bhh, 3)
+    r, z = _sigmoid(xr + hr), _sigmoid(xz + hz)
+    h = (1 - z) * np.tanh(xn + r * hn) + z * h
+    return h, (h,)
+
+
+def _by_hand(model, src_ids: list[int], steps: int, rnn: str, score: str, feeding: bool,
+             reference: list[int] | None) -> dict:
+    """Run the model by hand (one layer, bidirectional encoder) on src_ids for `steps` decoder steps from
+    <sos>, fed the reference's tokens (teacher forcing) or, without one, its own most likely ones; return
+    the quantities of the last step and the ids fed."""
+    sd = {k: v.double().numpy() for k, v in model.state_dict().items()}
+
+    n_states = 2 if rnn == "lstm" else 1
+    x = sd["encoder.embed.weight"][src_ids]
+    hidden = sd["encoder.rnn.weight_hh_l0"].shape[1]
+    state, forward = (np.zeros(hidden),) * n_states, []
+    for xi in x:
+        h, state = _cell(rnn, sd, "encoder.rnn", xi, state)
+        forward.append(h)
+    final_fw = state
+    state, backward = (np.zeros(hidden),) * n_states, []
+    for xi in x[::-1]:
+        h, state = _cell(rnn, sd, "encoder.rnn", xi, state, "_reverse")
+        backward.append(h)
+    memory = np.concatenate([np.array(forward), np.array(backward[::-1])], axis=1)   # h_i = [->h_i; <-h_i]
+    state = tuple(np.concatenate([f, b]) for f, b in zip(final_fw, state))            # [->h_N; <-h_1] (and c)
+    assert "bridge.0.weight" not in sd                                                # the sizes agree
+    s_tilde = np.zeros(sd["decoder.out.weight"].shape[1])
+    fed, probs = [SOS], None
+    for t in range(steps):
+        if t:
+            fed.append(reference[t - 1] if reference is not None else int(np.argmax(probs)))
+        inp = sd["decoder.embed.weight"][fed[-1]]
+        if feeding:
+            inp = np.concatenate([inp, s_tilde])
+        s, state = _cell(rnn, sd, "decoder.rnn", inp, state)
+        if score == "dot":
+            e = memory @ s
+        elif score == "general":
+            e = (memory @ sd["decoder.attention.w_a.weight"].T) @ s
+        else:
+            q = sd["decoder.attention.w_q.weight"] @ s + sd["decoder.attention.w_q.bias"]
+            e = np.tanh(q + memory @ sd["decoder.attention.w_k.weight"].T) @ sd["decoder.attention.v_a.weight"][0]
+        alpha = np.exp(e - e.max()) / np.exp(e - e.max()).sum()
+        a = alpha @ memory
+        joined = np.concatenate([a, s])
+        s_tilde = np.tanh(sd["decoder.combine.weight"] @ joined + sd["decoder.combine.bias"])
+        logits = sd["decoder.out.weight"] @ s_tilde + sd["decoder.out.bias"]
+        probs = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    return {"state": s, "scores": e, "weights": alpha, "value": a, "joined": joined, "attentional": s_tilde,
+            "probs": probs, "fed": fed}
+
+
+@pytest.mark.parametrize("setting", [dict(model__rnn="lstm", model__attention="dot"),
+                                     dict(model__rnn="gru", model__attention="general"),
+                                     dict(model__rnn="lstm", model__attention="concat", model__input_feeding=True)],
+                         ids=lambda s: s["model__attention"])
+def test_every_quantity_of_a_step_is_the_hand_computed_one(tmp_path, setting):
+    pairs = reverse_pairs(40, seed=5)
+    path = write_tiny_config(tmp_path, pairs, train__max_steps=20, train__valid_every=20,
+                             model__enc_hidden_size=24, model__dec_hidden_size=48, **setting)
+    Trainer(load_config(path)).run()
+    translator = Translator.load(tmp_path / "model", device="cpu")
+    model, tok = translator.model, translator.tok
+    rnn, score, feeding = setting["model__rnn"], setting["model__attention"], setting.get("model__input_feeding",
+                                                                                           False)
+    src, ref = pairs[2]
+    src_ids = tok.src.encode([src])[0] + [EOS]
+    targets = tok.tgt.encode([ref])[0] + [EOS]
+    free_steps = len(explain(translator, src).free)
+    for reference, t in [(ref, 1), (ref, 3), (ref, len(targets)), (None, 1), (None, free_steps)]:
+        e = explain(translator, src, reference=reference, step=t)
+        d = e.detail
+        hand = _by_hand(model, src_ids, t, rnn, score, feeding, None if reference is None else targets)
+        assert [s.input for s in (e.forced if reference else e.free)[:t]] == [_piece_of(tok, y) for y in hand["fed"]]
+        assert d.step == t and d.teacher_forcing == (reference is not None) and d.score == score
+        assert d.input_id == hand["fed"][-1]
+        for name in ("state", "scores", "weights", "value", "joined", "attentional"):
+            assert np.allclose(getattr(d, name), hand[name], atol=2e-5), (name, t)
+        assert math.isclose(sum(d.weights), 1.0, abs_tol=1e-5)
+        best = np.argsort(-hand["probs"])[:5]
+        assert [c.id for c in d.top] == list(best)
+        assert np.allclose([c.prob for c in d.top], hand["probs"][best], atol=2e-5)
+        text = render_step(e, numbers=4)           # what is printed is those numbers
+        rows = [line.split() for line in text.splitlines() if re.match(r"  \d+  ", line)]
+        assert [float(r[2]) for r in rows] == pytest.approx(hand["scores"], abs=1.1e-3)
+        assert f"e_t,i = {SCORES[score]}" in text and f"{np.linalg.norm(hand['attentional']):.2f}" in text
+
+
+def _piece_of(tok, i: int) -> str:
+    return {SOS: "<sos>", EOS: "<eos>"}.get(i) or tok.tgt.pieces([i])[0]
+
+
+def test_a_step_without_attention_and_a_step_past_the_end(model):
+    translator, pairs, model_dir = model
+    src, ref = pairs[0]
+    e = explain(translator, src, step=1)
+    d = e.detail
+    attends = translator.cfg.model.attention != "none"
+    assert (d.scores is not None) == attends and (d.value is not None) == attends
+    if not attends:
+        assert d.attentional == pytest.approx(d.state) and "no attention" in render_step(e)
+    probs = sorted((c.prob for c in d.top), reverse=True)
+    assert [c.prob for c in d.top] == probs and probs[0] == pytest.approx(e.free[0].prob, abs=1e-6)
+    with pytest.raises(SeqattnError, match=r"--step 99: teacher forcing of this sentence has steps 1 to \d+"):
+        explain(translator, src, reference=ref, step=99)
+    out = subprocess.run([sys.executable, "-m", "seqattn", "explain", str(model_dir), src, "--step", "99",
+                          "--device", "cpu"], capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "free decoding of this sentence" in out.stderr
+    data = json.loads(subprocess.run([sys.executable, "-m", "seqattn", "explain", str(model_dir), src, "--step", "1",
+                                      "--json", "--device", "cpu"], capture_output=True, text=True,
+                                     check=True).stdout)
+    assert data["detail"]["state"] == pytest.approx(d.state) and len(data["detail"]["top"]) == 5

@@ -34,6 +34,13 @@ class Attention(nn.Module):
             return self.w_k(memory)
         return memory
 
+    def scores(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """Return the attention scores e (batch x T x src_len): e_t,i = score(s_t, h_i) of every decoder state
+        s_t in query (batch x T x query_size) against every key from `keys()` (batch x src_len x *)."""
+        if self.score == "concat":
+            return self.v_a(torch.tanh(self.w_q(query).unsqueeze(2) + keys.unsqueeze(1))).squeeze(-1)
+        return torch.bmm(query, keys.transpose(1, 2))               # e_t = [score(s_t, h_1) .. score(s_t, h_N)]
+
     def forward(self, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
                 mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (a: batch x T x value_size, alpha: batch x T x src_len).
@@ -41,10 +48,7 @@ class Attention(nn.Module):
         query: batch x T x query_size (decoder states s_t, Q), keys: from `keys()` (K), values:
         batch x src_len x value_size (encoder states h_i, V), mask: batch x src_len, True at real tokens.
         """
-        if self.score == "concat":
-            e = self.v_a(torch.tanh(self.w_q(query).unsqueeze(2) + keys.unsqueeze(1))).squeeze(-1)
-        else:
-            e = torch.bmm(query, keys.transpose(1, 2))              # e_t = [score(s_t, h_1) .. score(s_t, h_N)]
+        e = self.scores(query, keys)
         e = e.masked_fill(~mask.unsqueeze(1), float("-inf"))        # padded positions -> -inf: weight exactly 0
         alpha = torch.softmax(e.float(), dim=-1).to(values.dtype)   # alpha_t = softmax(e_t), sums to 1
         return torch.bmm(alpha, values), alpha                     # a_t = sum_i alpha_t,i h_i
