@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # torch is pinned and installed before the package so that no CUDA build is pulled in.
 TORCH  := torch==2.13.0
 
-.PHONY: install install-test fonts browser tcmalloc demo test lint bench clean
+.PHONY: install install-test fonts browser tcmalloc demo test lint bench docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,10 @@ lint: install-test
 bench: install tcmalloc
 	$(BIN)/seqattn bench
 	$(BIN)/python benchmarks/multi30k.py
+
+# Rerun the walkthrough pages' commands (about 8 minutes) and rewrite their outputs and figures.
+docs: install fonts tcmalloc
+	$(BIN)/python benchmarks/walkthrough.py
 
 clean:
 	rm -rf $(VENV) demo_out

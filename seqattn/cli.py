@@ -336,7 +336,7 @@ def cmd_demo(args) -> int:
     callback, close = _progress_callback(None, f"demo {args.task}")
     try:
         result = run_demo(args.task, args.out, seconds=args.seconds, seed=args.seed, callback=callback,
-                          steps=args.steps)
+                          steps=args.steps, rnn=args.rnn, attention=args.attention)
     finally:
         close()
     print(f"task {args.task}: held-out exact match {result['exact']:.2f}% on {result['n_test']} inputs "
@@ -344,7 +344,7 @@ def cmd_demo(args) -> int:
     for ex in result["examples"]:
         mark = "ok " if ex["ok"] else "BAD"
         print(f"  [{mark}] {ex['source']}  ->  {ex['output']}   (expected {ex['expected']})")
-    print(f"attention heatmap: {result['heatmap']}")
+    print(f"attention heatmap: {result['heatmap'] or 'none (a model without attention)'}")
     print(f"model directory: {result['model_dir']}")
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "examples"}))
@@ -487,6 +487,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seconds", type=float, default=150, help="training budget in seconds")
     d.add_argument("--steps", type=int, default=0, help="also stop after this many steps (0: no limit)")
     d.add_argument("--seed", type=int, default=1234)
+    d.add_argument("--rnn", default="lstm", choices=["lstm", "gru"], help="the RNN of encoder and decoder")
+    d.add_argument("--attention", default="dot", choices=["dot", "general", "concat", "none"],
+                   help="the attention score (none: the plain seq2seq, the context vector only)")
     d.add_argument("--json", action="store_true", help="print the metrics as one JSON line last")
     d.set_defaults(func=cmd_demo)
 

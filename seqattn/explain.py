@@ -234,7 +234,8 @@ def render_step(e: Explanation, numbers: int = 8) -> str:
         ("free decoding", "the model's own previous output")
     lines = [f"source: {' '.join(pieces)}", "",
              f"step t = {d.step} of {how}: fed y_{d.step - 1} = {d.input}, {whose}",
-             f"s_t = RNN(y_{{t-1}}, s_{{t-1}}): the decoder state, the query: {len(d.state)} numbers, "
+             f"s_t = RNN(y_{{t-1}}, s_{{t-1}}): the decoder state{'' if d.scores is None else ', the query'}: "
+             f"{len(d.state)} numbers, "
              f"norm {_norm(d.state):.2f}", _numbers(d.state, numbers)]
     if d.scores is None:
         lines += ["no attention (the plain seq2seq): s~_t = s_t"]
