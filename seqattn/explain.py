@@ -244,8 +244,8 @@ def render_step(e: Explanation, numbers: int = 8) -> str:
         rows += [[str(i), p, f"{e:+.3f}", _prob(a)]
                  for i, (p, e, a) in enumerate(zip(pieces, d.scores, d.weights), 1)]
         widths = [max(len(r[c]) for r in rows) for c in range(4)]
-        lines += [f"attention score e_t,i = {SCORES[d.score]} and attention distribution alpha_t = softmax(e_t), "
-                  "for each source piece i:"]
+        lines += [f"attention score e_t,i = {SCORES[d.score]}, one per source piece i;",
+                  "attention distribution alpha_t = softmax(e_t):"]
         lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
         lines += [f"  sum of alpha_t: {sum(d.weights):.6f}",
                   f"attention value a_t = sum_i alpha_t,i h_i: {len(d.value)} numbers, norm {_norm(d.value):.2f}",
