@@ -97,3 +97,22 @@ def test_where_next_runs_as_the_readme_says_and_quotes_its_time(page):
     minutes = 5 * round(float(re.search(r"trains in \*\*([\d.]+) minutes\*\*", readme)[1]) / 5)
     assert (f"about {minutes} minutes" if page.name == "walkthrough.md" else f"{minutes}분 정도") in text
     assert "../" not in text and "shared/" not in text                          # nothing outside the repository
+
+
+def test_an_output_block_shows_what_its_comment_selects_and_is_rewritten_in_place(tmp_path):
+    path = tmp_path / "page.md"
+    path.write_text("Printed here (2026-01-01).\n\n```sh\necho a\necho b\n```\n\n"
+                    '<!-- output: head 1, ..., part "y" -->\n```text\nold\n```\n\n'
+                    '<!-- output: starting "|"; raw; timed -->\n| old |\n\nafter (2026-01-01)\n', encoding="utf-8")
+    page = Page.read(path)
+    outputs = {"echo a": "first\nsecond\n\ny one\ny two\n\nz\n", "echo b": "| 1 |\n| 2 |\n"}
+    assert [b.tags for b in page.outputs] == [set(), {"raw", "timed"}]
+    assert page.outputs[0].select(outputs) == "first\n...\ny one\ny two\n"
+    assert page.outputs[1].select(outputs) == "| 1 |\n| 2 |\n"            # from `$ echo b`'s part of the output
+    assert page.rewritten(outputs, "2030-05-06") == (
+        "Printed here (2030-05-06).\n\n```sh\necho a\necho b\n```\n\n"
+        '<!-- output: head 1, ..., part "y" -->\n```text\nfirst\n...\ny one\ny two\n```\n\n'
+        '<!-- output: starting "|"; raw; timed -->\n| 1 |\n| 2 |\n\nafter (2026-01-01)\n')
+    path.write_text("```sh\necho a\n```\n<!-- output: middle 3 -->\n```text\n```\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"page\.md: cannot read output selection 'middle 3'"):
+        Page.read(path)
