@@ -135,7 +135,22 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _prefixes(path: str | None, lines: int) -> list[str] | None:
+    """Return the target prefixes of --prefix FILE, one per input line (an empty line: none)."""
+    if path is None:
+        return None
+    from .data.corpus import read_lines
+    from .errors import SeqattnError
+
+    prefixes = read_lines(path)
+    if len(prefixes) != lines:
+        raise SeqattnError(f"{path}: {len(prefixes)} prefixes for {lines} input lines (one per line, empty for none)")
+    return prefixes
+
+
 def cmd_translate(args) -> int:
+    from seqattn_runtime.align import pharaoh
+
     from .device import freeze_loaded_objects
     from .translator import Translator
 
@@ -144,8 +159,10 @@ def cmd_translate(args) -> int:
                                  quantize=args.quantize, ensemble=args.ensemble)
     freeze_loaded_objects()
     lines = _read_input(args.input)
-    results = translator.translate_n(lines, batch_size=args.batch_size, attention=bool(args.attention),
-                                     options=options)
+    prefixes = _prefixes(args.prefix, len(lines))
+    align = args.align or args.align_threshold is not None
+    results = translator.translate_n(lines, batch_size=args.batch_size, attention=bool(args.attention) or align,
+                                     options=options, prefixes=prefixes)
     for n, outs in enumerate(results, 1):
         if outs and outs[0].truncated:
             print(f"seqattn: warning: input line {n} is longer than the model's {translator.cfg.data.max_len} "
@@ -154,7 +171,8 @@ def cmd_translate(args) -> int:
     several = options.nbest > 1 or options.num_samples > 1
     for n, outs in enumerate(results):
         for r in outs:
-            out.write(f"{n}\t{r.score:.4f}\t{r.text}\n" if several else r.text + "\n")
+            tail = f"\t{pharaoh(r.src_tokens, r.tgt_tokens, r.attention, args.align_threshold)}" if align else ""
+            out.write((f"{n}\t{r.score:.4f}\t{r.text}" if several else r.text) + tail + "\n")
     out.flush()
     if args.attention:
         from .checkpoint import atomic_write
@@ -395,6 +413,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ensemble_arg(tr)
     tr.add_argument("--input", "-i", help="input file (.txt or .gz); default stdin")
     tr.add_argument("--attention", metavar="FILE.json", help="write tokens and attention matrices as JSON")
+    tr.add_argument("--prefix", metavar="FILE", help="target prefixes, one per input line (empty: none): each "
+                    "output starts with its prefix, forced, and the search goes on from there")
+    tr.add_argument("--align", action="store_true", help="append to each output a TAB and its word alignment "
+                    "from the attention, Pharaoh format (i-j: source word i, target word j, from 0)")
+    tr.add_argument("--align-threshold", type=float, metavar="W", help="also align a target word to every "
+                    "source word whose attention reaches W (one-to-many; implies --align)")
     _add_search_args(tr, nbest=True)
     tr.set_defaults(func=cmd_translate)
 

@@ -112,20 +112,21 @@ class ModelSteps:
 @torch.no_grad()
 def greedy(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_len: torch.Tensor, *,
            sampling: Sampling | None = None, keys: list[int] | None = None, attention: bool = True,
-           steps: Steps | None = None) -> list[Hypothesis]:
+           steps: Steps | None = None, prefixes: list[list[int]] | None = None) -> list[Hypothesis]:
     """Return one output per sentence of src (batch x src_len, lengths src_len on the CPU): the argmax at
     each step, or with sampling a draw (keys: each sentence's key for the draws, default its row), each
     sentence stopping at <eos> or its limit max_len (batch). steps: what encodes and steps (default the
-    model itself; `fast.Decoding(model)` or an `Ensemble` decode the same way)."""
+    model itself; `fast.Decoding(model)` or an `Ensemble` decode the same way). prefixes: each output's
+    forced start (target ids, <eos> excluded)."""
     return plain.greedy(ModelSteps(steps or model, src, src_len), max_len.numpy(), src_len.numpy(), attention,
-                        sampling, None if keys is None else np.asarray(keys))
+                        sampling, None if keys is None else np.asarray(keys), prefixes)
 
 
 @torch.no_grad()
 def beam_search(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_len: torch.Tensor, beam: int,
                 alpha: float = 0.0, nbest: int = 1, attention: bool = True,
-                steps: Steps | None = None) -> list[list[Hypothesis]]:
+                steps: Steps | None = None, prefixes: list[list[int]] | None = None) -> list[list[Hypothesis]]:
     """Return the nbest hypotheses of each sentence of src (best first): `seqattn_runtime.search.beam_search`
-    of width beam over the model's steps (or `steps`')."""
+    of width beam over the model's steps (or `steps`'), each starting with its prefix when given."""
     return plain.beam_search(ModelSteps(steps or model, src, src_len), max_len.numpy(), src_len.numpy(), beam,
-                             alpha, nbest, attention)
+                             alpha, nbest, attention, prefixes)

@@ -18,9 +18,11 @@ from .device import autocast, pick_device
 from .ensemble import Ensemble
 from .errors import SeqattnError
 from .fast import Decoding, accelerate
-from .fast.search import beam_search, greedy
+from .fast import search as engine
 from .model.seq2seq import Seq2Seq
 from .search import Sampling, max_lengths
+from .search import beam_search as plain_beam_search
+from .search import greedy as plain_greedy
 
 
 @dataclass
@@ -179,17 +181,25 @@ class Translator:
                 "device": str(self.device), "runtime": "pytorch", "ensemble": 1 + len(self.members)}
 
     def translate(self, lines: list[str], batch_size: int = 64, attention: bool = False,
-                  options: SearchOptions | None = None) -> list[Translation]:
+                  options: SearchOptions | None = None, prefixes: list[str] | None = None) -> list[Translation]:
         """Return the best translation of each line, in order (greedy unless options say otherwise)."""
-        return [n[0] for n in self.translate_n(lines, batch_size, attention, options)]
+        return [n[0] for n in self.translate_n(lines, batch_size, attention, options, prefixes)]
 
     def translate_n(self, lines: list[str], batch_size: int = 64, attention: bool = False,
-                    options: SearchOptions | None = None) -> list[list[Translation]]:
+                    options: SearchOptions | None = None,
+                    prefixes: list[str] | None = None) -> list[list[Translation]]:
         """Return, for each line in order, its n-best list (beam search) or its samples (sampling).
+
+        prefixes (one per line, "" for none): each translation starts with its line's prefix, forced, and
+        the search goes on from there; scores count the prefix. Decoded by the plain search (the engine
+        has no prefixes) over the same fast steps.
 
         An empty or blank line (no source pieces) is not decoded: its one result (each sample, when
         sampling) is the empty output, with score 0 and no attention rows."""
         opt = (options or SearchOptions()).check()
+        if prefixes is not None and len(prefixes) != len(lines):
+            raise SeqattnError(f"{len(prefixes)} prefixes for {len(lines)} lines: give one per line ('' for none)")
+        forced = None if prefixes is None or not any(p.strip() for p in prefixes) else self.tok.tgt.encode(prefixes)
         ids = self.tok.src.encode(lines)
         cap = self.cfg.data.max_len
         truncated = [len(s) > cap for s in ids]
@@ -204,7 +214,7 @@ class Translator:
         sampling = Sampling(opt.temperature, opt.top_k, opt.top_p, opt.seed) if opt.sample else None
         # A call decodes up to REFILL_BATCHES batches' worth of sentences with batch_size of them at a time,
         # the next joining as others finish (the searches' width), so steps keep about batch_size rows.
-        per_call = batch_size * REFILL_BATCHES
+        per_call = batch_size * (1 if forced is not None else REFILL_BATCHES)   # the plain search: one batch
         with self._eval_mode():
             steps = self._decoding()
             for start in range(0, len(order), per_call):
@@ -213,14 +223,24 @@ class Translator:
                 src, src_len = pad_sources([ids[i] for i in idx])
                 limit = max_lengths(src_len, self.cfg.train.max_output_ratio)
                 src = src.to(self.device)
+                keys = [i * copies + j for i, j in part]
                 with autocast(self.device):
-                    if opt.beam > 1:
-                        nbests = beam_search(steps, src, src_len, limit, opt.beam, opt.alpha, opt.nbest,
-                                             attention=attention, width=batch_size)
+                    if forced is not None:       # the plain search over the same steps: it forces prefixes
+                        part_prefixes = [forced[i] for i in idx]
+                        if opt.beam > 1:
+                            nbests = plain_beam_search(self.model, src, src_len, limit, opt.beam, opt.alpha,
+                                                       opt.nbest, attention, steps, part_prefixes)
+                        else:
+                            nbests = [[h] for h in plain_greedy(self.model, src, src_len, limit, sampling=sampling,
+                                                                keys=keys, attention=attention, steps=steps,
+                                                                prefixes=part_prefixes)]
+                    elif opt.beam > 1:
+                        nbests = engine.beam_search(steps, src, src_len, limit, opt.beam, opt.alpha, opt.nbest,
+                                                    attention=attention, width=batch_size)
                     else:
-                        keys = torch.tensor([i * copies + j for i, j in part])
-                        nbests = [[h] for h in greedy(steps, src, src_len, limit, sampling=sampling, keys=keys,
-                                                      attention=attention, width=batch_size)]
+                        nbests = [[h] for h in engine.greedy(steps, src, src_len, limit, sampling=sampling,
+                                                             keys=torch.tensor(keys), attention=attention,
+                                                             width=batch_size)]
                 for i, hyps in zip(idx, nbests):
                     results[i].extend(self._result(ids[i], h, attention, truncated[i]) for h in hyps)
         return results

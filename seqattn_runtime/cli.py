@@ -46,10 +46,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--top-p", type=float, default=1.0, help="sample from the smallest set with this mass")
     t.add_argument("--seed", type=int, default=None, help="seed for reproducible sampling (seqattn's draws)")
     t.add_argument("--num-samples", type=int, default=1, help="samples per input (with --sample)")
+    t.add_argument("--prefix", metavar="FILE", help="target prefixes, one per input line (empty: none), forced")
+    t.add_argument("--align", action="store_true", help="append a TAB and each output's word alignment from the "
+                   "attention (Pharaoh i-j)")
+    t.add_argument("--align-threshold", type=float, metavar="W", help="also align to every source word whose "
+                   "attention reaches W (implies --align)")
     return p
 
 
 def translate(args) -> int:
+    from .align import pharaoh
     from .search import Sampling
     from .translator import Runtime
 
@@ -64,9 +70,14 @@ def translate(args) -> int:
                          "0 < --top-p <= 1 and --num-samples >= 1")
     runtime = Runtime(args.export_dir, threads=args.threads)
     lines = _lines(args.input)
+    prefixes = None if args.prefix is None else _lines(args.prefix)
+    if prefixes is not None and len(prefixes) != len(lines):
+        raise SystemExit(f"seqattn-runtime: error: {args.prefix}: {len(prefixes)} prefixes for {len(lines)} input "
+                         "lines (one per line, empty for none)")
+    align = args.align or args.align_threshold is not None
     sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed) if args.sample else None
-    results = runtime.translate_n(lines, args.beam, args.nbest, args.alpha, args.batch_size, bool(args.attention),
-                                  sampling, args.num_samples)
+    results = runtime.translate_n(lines, args.beam, args.nbest, args.alpha, args.batch_size,
+                                  bool(args.attention) or align, sampling, args.num_samples, prefixes)
     for n, outs in enumerate(results, 1):
         if outs and outs[0].truncated:
             print(f"seqattn-runtime: warning: input line {n} is longer than the model's {runtime.meta['max_len']} "
@@ -75,7 +86,8 @@ def translate(args) -> int:
     for n, outs in enumerate(results):
         for r in outs:
             several = args.nbest > 1 or (args.sample and args.num_samples > 1)
-            out.write(f"{n}\t{r.score:.4f}\t{r.text}\n" if several else r.text + "\n")
+            tail = f"\t{pharaoh(r.src_tokens, r.tgt_tokens, r.attention, args.align_threshold)}" if align else ""
+            out.write((f"{n}\t{r.score:.4f}\t{r.text}" if several else r.text) + tail + "\n")
     out.flush()
     if args.attention:
         records = [{"source": src, **r.to_dict()} for src, outs in zip(lines, results) for r in outs]

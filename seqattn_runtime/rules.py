@@ -1,5 +1,5 @@
-"""The rules of decoding, written once: special ids, output limits, the length penalty, the order of
-finished hypotheses, the exact stopping bound and the sampling draw.
+"""The rules of decoding, written once: special ids, output limits, target prefixes, the length penalty,
+the order of finished hypotheses, the exact stopping bound and the sampling draw.
 
 numpy only, no torch: `seqattn_runtime` decodes exports with them and `seqattn` decodes its models with
 them (`seqattn.search`, `seqattn.fast.search`), so a rule changed here changes every path.
@@ -28,6 +28,39 @@ def max_lengths(src_len: np.ndarray, ratio: float) -> np.ndarray:
     """Return each sentence's output limit (int64, like src_len): ratio x source length (<eos> included)
     + 10, the product taken in float32."""
     return (np.asarray(src_len).astype(np.float32) * np.float32(ratio)).astype(np.int64) + 10
+
+
+def prefix_limits(limits: np.ndarray, prefixes: list[list[int]] | None) -> np.ndarray:
+    """Return the output limits (b) raised to each sentence's target prefix length (b lists of ids, <eos>
+    excluded): a prefix is always honoured, however long; one that reaches the limit is the whole output."""
+    if prefixes is None:
+        return limits
+    return np.maximum(limits, np.array([len(p) for p in prefixes], np.int64))
+
+
+def forced_ids(prefixes: list[list[int]] | None, sents: np.ndarray, position: int) -> np.ndarray | None:
+    """Return the id each sentence in sents must output at `position` (from 0): its prefix's, or -1 where
+    the prefix has ended; None where no sentence has a prefix that long."""
+    if prefixes is None:
+        return None
+    forced = np.array([prefixes[s][position] if position < len(prefixes[s]) else -1 for s in sents], np.int64)
+    return forced if (forced >= 0).any() else None
+
+
+def force(logp: np.ndarray, forced: np.ndarray | None, group: int = 1) -> np.ndarray:
+    """Return logp (rows x V log-probabilities, `group` consecutive rows per sentence) with the rows of
+    each sentence whose forced id (one per sentence, -1: none) is set cut to that id: every other entry is
+    -inf, so the argmax, a sampling draw and the beam's best all take it, and its log-probability counts in
+    the score as any other token's."""
+    if forced is None:
+        return logp
+    rows = np.flatnonzero(np.repeat(forced, group) >= 0)
+    ids = np.repeat(forced, group)[rows]
+    out = logp.copy()
+    kept = logp[rows, ids]
+    out[rows] = -np.inf
+    out[rows, ids] = kept
+    return out
 
 
 def length_penalty(length, alpha: float):

@@ -14,7 +14,20 @@ from typing import Protocol
 
 import numpy as np
 
-from .rules import EOS, SOS, Hypothesis, cannot_improve, draw, enters, keep, length_penalty, uniforms
+from .rules import (
+    EOS,
+    SOS,
+    Hypothesis,
+    cannot_improve,
+    draw,
+    enters,
+    force,
+    forced_ids,
+    keep,
+    length_penalty,
+    prefix_limits,
+    uniforms,
+)
 
 NEG_INF = -np.inf
 
@@ -53,13 +66,17 @@ class Sampling:
 
 
 def greedy(steps: Steps, limits: np.ndarray, src_len: np.ndarray, attention: bool = True,
-           sampling: Sampling | None = None, keys: np.ndarray | None = None) -> list[Hypothesis]:
+           sampling: Sampling | None = None, keys: np.ndarray | None = None,
+           prefixes: list[list[int]] | None = None) -> list[Hypothesis]:
     """Return one output per sentence: the argmax at each step (or a draw, with sampling; keys: each
     sentence's key, default 0..b-1). Each sentence stops at <eos> or its limit (limits: b) and leaves the
-    batch; scores are the model's log-probabilities of the chosen ids. src_len (b): the attention's widths."""
+    batch; scores are the model's log-probabilities of the chosen ids. src_len (b): the attention's widths.
+    prefixes (b lists of ids, <eos> excluded, maybe empty): each output starts with its prefix, forced
+    (`rules.force`), and goes on from there; the score counts the prefix's log-probabilities."""
     b = len(limits)
     if b == 0:
         return []
+    limits = prefix_limits(limits, prefixes)
     keys = np.arange(b) if keys is None else np.asarray(keys)
     ids = np.zeros((b, int(limits.max(initial=0))), np.int64)
     att: np.ndarray | None = None                 # b x steps x src_len once the first weights come
@@ -71,6 +88,7 @@ def greedy(steps: Steps, limits: np.ndarray, src_len: np.ndarray, attention: boo
     t = 0
     while len(sents):
         logp, state, feed, alpha = steps.step(y, state, feed, sents)
+        logp = force(logp, forced_ids(prefixes, sents, t))
         if sampling is None:
             y = logp.argmax(-1)
         else:
@@ -99,7 +117,8 @@ def greedy(steps: Steps, limits: np.ndarray, src_len: np.ndarray, attention: boo
 
 
 def beam_search(steps: Steps, limits: np.ndarray, src_len: np.ndarray, beam: int, alpha: float = 0.0,
-                nbest: int = 1, attention: bool = True) -> list[list[Hypothesis]]:
+                nbest: int = 1, attention: bool = True,
+                prefixes: list[list[int]] | None = None) -> list[list[Hypothesis]]:
     """Return the nbest hypotheses of each of the b sentences (best first): beam search of width beam.
 
     Each step every sentence's `beam` hypotheses are extended by every id. A candidate that ends in <eos>
@@ -108,12 +127,15 @@ def beam_search(steps: Steps, limits: np.ndarray, src_len: np.ndarray, beam: int
     is done when no alive hypothesis can still enter its nbest (`rules.cannot_improve`) or at its limit,
     where the alive ones end unfinished: the result is what this search of width `beam` finds when every
     hypothesis is followed as far as it could matter. With beam 1 and alpha 0 this is greedy search.
+    prefixes (b lists of ids, or None): while a sentence's prefix lasts, its one hypothesis takes the
+    prefix's next id (`rules.force`); the beam opens after it, and scores count the prefix.
     """
     if not 1 <= nbest <= beam:
         raise ValueError(f"nbest must be in 1..beam ({beam}), got {nbest}")
     b, k = len(limits), beam
     if b == 0:
         return []
+    limits = prefix_limits(limits, prefixes)
     state, feed = steps.start()
     state, feed = steps.take(state, feed, np.repeat(np.arange(b), k))   # row = sentence * k + beam
     sents = np.arange(b)                                      # the sentences decoding
@@ -135,6 +157,7 @@ def beam_search(steps: Steps, limits: np.ndarray, src_len: np.ndarray, beam: int
     while len(sents):
         n = len(sents)
         logp, state, feed, alpha_t = steps.step(y, state, feed, sents)
+        logp = force(logp, forced_ids(prefixes, sents, t), k)
         v = logp.shape[1]
         # each sentence's 2k best continuations (at most k of them end in <eos>), best first
         cand = (logp + scores.reshape(-1, 1)).reshape(n, k * v)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .rules import EOS, PAD, max_lengths
+from .rules import EOS, PAD, UNK, max_lengths
 from .search import Sampling, beam_search, greedy
 
 FORMAT, VERSION = "seqattn-onnx", 1
@@ -55,7 +55,11 @@ class _Pieces:
         return len(self.keep) if self.keep is not None else self.sp.GetPieceSize()
 
     def encode(self, lines: list[str]) -> list[list[int]]:
-        return self.sp.Encode(lines)
+        """Return each line's ids (in the view's ids, a piece outside it as <unk>)."""
+        if self.keep is None:
+            return self.sp.Encode(lines)
+        to_view = {b: i for i, b in enumerate(self.keep)}
+        return [[to_view.get(b, UNK) for b in ids] for ids in self.sp.Encode(lines)]
 
     def pieces(self, ids: list[int]) -> list[str]:
         return [self.sp.IdToPiece(self._base(i)) for i in ids]
@@ -127,15 +131,20 @@ class Runtime:
         return [n[0] for n in self.translate_n(lines, beam, 1, alpha, batch_size, attention, sampling)]
 
     def translate_n(self, lines: list[str], beam: int = 1, nbest: int = 1, alpha: float = 1.0, batch_size: int = 64,
-                    attention: bool = False, sampling: Sampling | None = None,
-                    num_samples: int = 1) -> list[list[Translation]]:
+                    attention: bool = False, sampling: Sampling | None = None, num_samples: int = 1,
+                    prefixes: list[str] | None = None) -> list[list[Translation]]:
         """Return each line's n-best list (greedy: beam 1, or beam search) or its num_samples samples
         (sampling, greedy only: sample j of line i draws with key i * num_samples + j), sentences sorted by
-        length and decoded batch_size at a time. An empty or blank line gives the empty output, not decoded."""
+        length and decoded batch_size at a time; prefixes (one per line, "" for none): each output starts
+        with its line's prefix, forced (`rules.force`). An empty or blank line gives the empty output, not
+        decoded."""
         if beam < 1 or not 1 <= nbest <= beam:
             raise ValueError(f"need beam >= 1 and 1 <= nbest <= beam, got beam {beam}, nbest {nbest}")
         if sampling is not None and beam > 1:
             raise ValueError("sampling and beam > 1 exclude each other")
+        if prefixes is not None and len(prefixes) != len(lines):
+            raise ValueError(f"{len(prefixes)} prefixes for {len(lines)} lines: give one per line ('' for none)")
+        forced = None if prefixes is None or not any(p.strip() for p in prefixes) else self.tgt.encode(prefixes)
         copies = num_samples if sampling is not None else 1
         ids = self.src.encode(lines)
         cap = self.meta["max_len"]
@@ -148,13 +157,14 @@ class Runtime:
         for start in range(0, len(rows), batch_size):
             part = rows[start : start + batch_size]
             keys = np.array([i * copies + j for i, j in part], np.int64)
-            hyps = self._decode([ids[i] for i, _ in part], beam, nbest, alpha, attention, sampling, keys)
+            hyps = self._decode([ids[i] for i, _ in part], beam, nbest, alpha, attention, sampling, keys,
+                                None if forced is None else [forced[i] for i, _ in part])
             for (i, _), nb in zip(part, hyps):
                 results[i].extend(self._result(ids[i], h, attention, truncated[i]) for h in nb)
         return results
 
     def _decode(self, batch: list[list[int]], beam: int, nbest: int, alpha: float, attention: bool,
-                sampling: Sampling | None, keys: np.ndarray):
+                sampling: Sampling | None, keys: np.ndarray, prefixes: list[list[int]] | None = None):
         src_len = np.array([len(s) + 1 for s in batch], np.int64)
         src = np.zeros((len(batch), int(src_len.max())), np.int64)
         for r, s in enumerate(batch):
@@ -162,8 +172,8 @@ class Runtime:
         steps = _ExportSteps(self, src, src_len)
         limits = max_lengths(src_len, self.meta["max_output_ratio"])
         if beam == 1:
-            return [[h] for h in greedy(steps, limits, src_len, attention, sampling, keys)]
-        return beam_search(steps, limits, src_len, beam, alpha, nbest, attention)
+            return [[h] for h in greedy(steps, limits, src_len, attention, sampling, keys, prefixes)]
+        return beam_search(steps, limits, src_len, beam, alpha, nbest, attention, prefixes)
 
     def _result(self, src_ids: list[int], hyp, attention: bool, truncated: bool) -> Translation:
         text = self.tgt.decode(hyp.ids)

@@ -11,6 +11,8 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
+from seqattn_runtime.align import pharaoh
+
 from ..translator import SearchOptions, Translator
 from .batcher import Batcher
 
@@ -38,6 +40,9 @@ class TranslateRequest(BaseModel):
     nbest: int = Field(1, ge=1)
     alpha: float = Field(1.0, ge=0.0, le=5.0)
     attention: bool = False
+    prefix: str | None = None               # with text: the output starts with it (forced)
+    prefixes: list[str] | None = None       # with texts: one per text ("" for none)
+    align: bool = False                     # each translation's word alignment (Pharaoh i-j) from its attention
 
     model_config = {"extra": "forbid"}
 
@@ -91,8 +96,8 @@ def create_app(translator: Translator, limits: Limits | None = None) -> FastAPI:
     app = FastAPI(title="seqattn", description="Recurrent seq2seq with Luong attention: translate and see "
                                                "where the model looked.")
 
-    def decode(texts: list[str], options: SearchOptions, attention: bool):
-        return translator.translate_n(texts, attention=attention, options=options)
+    def decode(texts: list[str], options: SearchOptions, attention: bool, prefixes: list[str] | None):
+        return translator.translate_n(texts, attention=attention, options=options, prefixes=prefixes)
 
     batcher = Batcher(decode, max_batch=limits.max_batch, max_wait_s=limits.max_wait_ms / 1000)
     app.state.batcher = batcher
@@ -131,14 +136,23 @@ def create_app(translator: Translator, limits: Limits | None = None) -> FastAPI:
             return _error(422, f"beam {req.beam}, at most {limits.max_beam}", "max_beam")
         if req.nbest > req.beam:
             return _error(422, f"nbest {req.nbest} is larger than beam {req.beam}", "nbest <= beam")
+        if (req.prefix is not None and req.text is None) or (req.prefixes is not None and req.texts is None):
+            return _error(422, "'prefix' goes with 'text', 'prefixes' with 'texts'")
+        prefixes = [req.prefix] if req.prefix is not None else req.prefixes
+        if prefixes is not None and len(prefixes) != len(texts):
+            return _error(422, f"{len(prefixes)} prefixes for {len(texts)} texts (one per text, '' for none)")
+        if prefixes is not None and max(len(p) for p in prefixes) > limits.max_chars:
+            return _error(422, f"a prefix has over {limits.max_chars} characters", "max_chars")
         if not texts:
             return {"translations": []}
         options = SearchOptions(beam=req.beam, nbest=req.nbest, alpha=req.alpha)
-        results = await batcher.submit(texts, options, req.attention)
+        results = await batcher.submit(texts, options, req.attention or req.align, prefixes)
         out = []
         for outs in results:
             best = outs[0]
             item = {"translation": best.text, "score": best.score}
+            if req.align:
+                item["alignment"] = pharaoh(best.src_tokens, best.tgt_tokens, best.attention)
             if req.nbest > 1:
                 item["nbest"] = [{"translation": o.text, "score": o.score} for o in outs]
             if req.attention:

@@ -18,12 +18,12 @@ class RuntimeTranslator:
         except ExportError as e:
             raise SeqattnError(str(e)) from None
 
-    def translate_n(self, texts: list[str], attention: bool, options) -> list:
+    def translate_n(self, texts: list[str], attention: bool, options, prefixes: list[str] | None = None) -> list:
         from seqattn_runtime.search import Sampling
 
         sampling = Sampling(options.temperature, options.top_k, options.top_p, options.seed) if options.sample else None
         return self.runtime.translate_n(texts, options.beam, options.nbest, options.alpha, attention=attention,
-                                        sampling=sampling, num_samples=options.num_samples)
+                                        sampling=sampling, num_samples=options.num_samples, prefixes=prefixes)
 
     def info(self) -> dict:
         meta = self.runtime.meta
