@@ -91,7 +91,8 @@ def _search_options(args):
 
     return SearchOptions(beam=args.beam, nbest=args.nbest, alpha=args.alpha, sample=args.sample,
                          temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                         num_samples=args.num_samples, seed=args.seed).check()
+                         num_samples=args.num_samples, seed=args.seed,
+                         coverage_penalty=args.coverage_penalty).check()
 
 
 def _add_search_args(p: argparse.ArgumentParser, nbest: bool) -> None:
@@ -99,6 +100,10 @@ def _add_search_args(p: argparse.ArgumentParser, nbest: bool) -> None:
     g.add_argument("--beam", type=int, default=1, help="beam size (1: greedy)")
     g.add_argument("--alpha", type=float, default=1.0, help="GNMT length penalty exponent for beam search "
                    "(score / ((5 + length) / 6) ** alpha; 0: raw log-probabilities, which favour short outputs)")
+    g.add_argument("--coverage-penalty", type=float, default=0.0, metavar="BETA", help="GNMT's coverage penalty "
+                   "for beam search: each finished output's score gains BETA * sum_i log(min(attention source "
+                   "position i received, 1)), favouring outputs that attend to every source word (0: off). The "
+                   "stopping rule stays exact, the penalty being never positive; decoded by the plain search")
     g.add_argument("--sample", action="store_true", help="sample instead of searching")
     g.add_argument("--temperature", type=float, default=1.0)
     g.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (0: all)")

@@ -125,8 +125,10 @@ def greedy(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_len: to
 @torch.no_grad()
 def beam_search(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_len: torch.Tensor, beam: int,
                 alpha: float = 0.0, nbest: int = 1, attention: bool = True,
-                steps: Steps | None = None, prefixes: list[list[int]] | None = None) -> list[list[Hypothesis]]:
+                steps: Steps | None = None, prefixes: list[list[int]] | None = None,
+                coverage: float = 0.0) -> list[list[Hypothesis]]:
     """Return the nbest hypotheses of each sentence of src (best first): `seqattn_runtime.search.beam_search`
-    of width beam over the model's steps (or `steps`'), each starting with its prefix when given."""
+    of width beam over the model's steps (or `steps`'), each starting with its prefix when given, with
+    coverage penalty beta `coverage`."""
     return plain.beam_search(ModelSteps(steps or model, src, src_len), max_len.numpy(), src_len.numpy(), beam,
-                             alpha, nbest, attention, prefixes)
+                             alpha, nbest, attention, prefixes, coverage)

@@ -55,6 +55,7 @@ class SearchOptions:
     top_p: float = 1.0          # 1: no cut
     num_samples: int = 1
     seed: int | None = None
+    coverage_penalty: float = 0.0   # GNMT's beta (beam search; 0: off)
 
     def check(self) -> SearchOptions:
         """Return self; raise SeqattnError naming the option that is out of range."""
@@ -72,6 +73,9 @@ class SearchOptions:
             raise SeqattnError("--top-k must be >= 0 and --num-samples >= 1")
         if self.num_samples > 1 and not self.sample:
             raise SeqattnError("--num-samples needs --sample")
+        if self.coverage_penalty < 0 or (self.coverage_penalty and self.beam == 1):
+            raise SeqattnError(f"--coverage-penalty must be >= 0 and needs --beam > 1, got {self.coverage_penalty} "
+                               f"with --beam {self.beam}")
         return self
 
 
@@ -191,12 +195,14 @@ class Translator:
         """Return, for each line in order, its n-best list (beam search) or its samples (sampling).
 
         prefixes (one per line, "" for none): each translation starts with its line's prefix, forced, and
-        the search goes on from there; scores count the prefix. Decoded by the plain search (the engine
-        has no prefixes) over the same fast steps.
+        the search goes on from there; scores count the prefix. Prefixes and the coverage penalty are
+        decoded by the plain search (the engine has neither) over the same fast steps.
 
         An empty or blank line (no source pieces) is not decoded: its one result (each sample, when
         sampling) is the empty output, with score 0 and no attention rows."""
         opt = (options or SearchOptions()).check()
+        if opt.coverage_penalty and self.model.decoder.attention is None:
+            raise SeqattnError("--coverage-penalty needs a model with attention (this one has model.attention: none)")
         if prefixes is not None and len(prefixes) != len(lines):
             raise SeqattnError(f"{len(prefixes)} prefixes for {len(lines)} lines: give one per line ('' for none)")
         forced = None if prefixes is None or not any(p.strip() for p in prefixes) else self.tok.tgt.encode(prefixes)
@@ -214,7 +220,8 @@ class Translator:
         sampling = Sampling(opt.temperature, opt.top_k, opt.top_p, opt.seed) if opt.sample else None
         # A call decodes up to REFILL_BATCHES batches' worth of sentences with batch_size of them at a time,
         # the next joining as others finish (the searches' width), so steps keep about batch_size rows.
-        per_call = batch_size * (1 if forced is not None else REFILL_BATCHES)   # the plain search: one batch
+        plain = forced is not None or opt.coverage_penalty > 0   # what the engine does not do: the plain search
+        per_call = batch_size * (1 if plain else REFILL_BATCHES)
         with self._eval_mode():
             steps = self._decoding()
             for start in range(0, len(order), per_call):
@@ -225,11 +232,12 @@ class Translator:
                 src = src.to(self.device)
                 keys = [i * copies + j for i, j in part]
                 with autocast(self.device):
-                    if forced is not None:       # the plain search over the same steps: it forces prefixes
-                        part_prefixes = [forced[i] for i in idx]
+                    if plain:                    # over the same steps: prefixes, coverage penalty
+                        part_prefixes = None if forced is None else [forced[i] for i in idx]
                         if opt.beam > 1:
                             nbests = plain_beam_search(self.model, src, src_len, limit, opt.beam, opt.alpha,
-                                                       opt.nbest, attention, steps, part_prefixes)
+                                                       opt.nbest, attention, steps, part_prefixes,
+                                                       opt.coverage_penalty)
                         else:
                             nbests = [[h] for h in plain_greedy(self.model, src, src_len, limit, sampling=sampling,
                                                                 keys=keys, attention=attention, steps=steps,

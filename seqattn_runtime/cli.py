@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--top-p", type=float, default=1.0, help="sample from the smallest set with this mass")
     t.add_argument("--seed", type=int, default=None, help="seed for reproducible sampling (seqattn's draws)")
     t.add_argument("--num-samples", type=int, default=1, help="samples per input (with --sample)")
+    t.add_argument("--coverage-penalty", type=float, default=0.0, metavar="BETA", help="GNMT coverage penalty "
+                   "for beam search (0: off); the stopping rule stays exact")
     t.add_argument("--prefix", metavar="FILE", help="target prefixes, one per input line (empty: none), forced")
     t.add_argument("--align", action="store_true", help="append a TAB and each output's word alignment from the "
                    "attention (Pharaoh i-j)")
@@ -62,6 +64,8 @@ def translate(args) -> int:
     if args.beam < 1 or not 1 <= args.nbest <= args.beam:
         raise SystemExit(f"seqattn-runtime: error: need --beam >= 1 and 1 <= --nbest <= --beam, got "
                          f"{args.beam} and {args.nbest}")
+    if args.coverage_penalty < 0 or (args.coverage_penalty and args.beam == 1):
+        raise SystemExit("seqattn-runtime: error: --coverage-penalty must be >= 0 and needs --beam > 1")
     if args.num_samples != 1 and not args.sample:
         raise SystemExit("seqattn-runtime: error: --num-samples needs --sample")
     if args.sample and (args.beam > 1 or args.temperature <= 0 or args.top_k < 0 or not 0 < args.top_p <= 1
@@ -77,7 +81,8 @@ def translate(args) -> int:
     align = args.align or args.align_threshold is not None
     sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed) if args.sample else None
     results = runtime.translate_n(lines, args.beam, args.nbest, args.alpha, args.batch_size,
-                                  bool(args.attention) or align, sampling, args.num_samples, prefixes)
+                                  bool(args.attention) or align, sampling, args.num_samples, prefixes,
+                                  args.coverage_penalty)
     for n, outs in enumerate(results, 1):
         if outs and outs[0].truncated:
             print(f"seqattn-runtime: warning: input line {n} is longer than the model's {runtime.meta['max_len']} "

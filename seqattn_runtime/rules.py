@@ -1,5 +1,5 @@
-"""The rules of decoding, written once: special ids, output limits, target prefixes, the length penalty,
-the order of finished hypotheses, the exact stopping bound and the sampling draw.
+"""The rules of decoding, written once: special ids, output limits, target prefixes, the length and
+coverage penalties, the order of finished hypotheses, the exact stopping bound and the sampling draw.
 
 numpy only, no torch: `seqattn_runtime` decodes exports with them and `seqattn` decodes its models with
 them (`seqattn.search`, `seqattn.fast.search`), so a rule changed here changes every path.
@@ -69,6 +69,13 @@ def length_penalty(length, alpha: float):
     return ((5.0 + length) / 6.0) ** alpha
 
 
+def coverage_penalty(coverage: np.ndarray, beta: float) -> float:
+    """Return GNMT's coverage penalty beta * sum_i log(min(c_i, 1)) of a hypothesis whose steps gave source
+    position i (every position, <eos> included) the attention c_i = sum_t alpha_t,i in all (c_i below 1e-10
+    counts as 1e-10). Never positive: 0 when every position got at least its whole weight's worth."""
+    return float(beta * np.log(np.clip(np.asarray(coverage, np.float64), 1e-10, 1.0)).sum())
+
+
 def enters(kept: list[Hypothesis], score: float, nbest: int) -> bool:
     """Return whether a finished hypothesis of this score enters kept, a sentence's best finished ones
     (best first, at most nbest): a tie with the last kept one does not."""
@@ -89,8 +96,9 @@ def cannot_improve(finished: list[Hypothesis], nbest: int, best_alive: float, le
 
     Raw scores (sums of log-probabilities) only fall as a hypothesis grows, and an alive one of `length`
     tokens ends with between length + 1 tokens and `limit`; so the best it can reach is best_alive divided
-    by the largest length penalty among those lengths (alpha >= 0: the one at the limit). This is the
-    only rule that ends a sentence before its limit: counting finished hypotheses is not exact (in a
+    by the largest length penalty among those lengths (alpha >= 0: the one at the limit); a coverage
+    penalty, never positive, only lowers it further. This is the only rule that ends a sentence before its
+    limit: counting finished hypotheses is not exact (in a
     confident model the weak beams finish first, while the best hypothesis is still alive).
     """
     if len(finished) < nbest:

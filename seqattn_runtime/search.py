@@ -19,6 +19,7 @@ from .rules import (
     SOS,
     Hypothesis,
     cannot_improve,
+    coverage_penalty,
     draw,
     enters,
     force,
@@ -117,8 +118,8 @@ def greedy(steps: Steps, limits: np.ndarray, src_len: np.ndarray, attention: boo
 
 
 def beam_search(steps: Steps, limits: np.ndarray, src_len: np.ndarray, beam: int, alpha: float = 0.0,
-                nbest: int = 1, attention: bool = True,
-                prefixes: list[list[int]] | None = None) -> list[list[Hypothesis]]:
+                nbest: int = 1, attention: bool = True, prefixes: list[list[int]] | None = None,
+                coverage: float = 0.0) -> list[list[Hypothesis]]:
     """Return the nbest hypotheses of each of the b sentences (best first): beam search of width beam.
 
     Each step every sentence's `beam` hypotheses are extended by every id. A candidate that ends in <eos>
@@ -129,7 +130,12 @@ def beam_search(steps: Steps, limits: np.ndarray, src_len: np.ndarray, beam: int
     hypothesis is followed as far as it could matter. With beam 1 and alpha 0 this is greedy search.
     prefixes (b lists of ids, or None): while a sentence's prefix lasts, its one hypothesis takes the
     prefix's next id (`rules.force`); the beam opens after it, and scores count the prefix.
+    coverage (beta > 0): each finished hypothesis' score gains `rules.coverage_penalty` of the attention its
+    steps gave each source position (<eos> step included); alive ones are ranked as without it, and the
+    stopping bound stays exact because the penalty is never positive.
     """
+    if coverage < 0:
+        raise ValueError(f"the coverage penalty must be >= 0, got {coverage}")
     if not 1 <= nbest <= beam:
         raise ValueError(f"nbest must be in 1..beam ({beam}), got {nbest}")
     b, k = len(limits), beam
@@ -145,10 +151,13 @@ def beam_search(steps: Steps, limits: np.ndarray, src_len: np.ndarray, beam: int
     history = np.zeros((b * k, 0), np.int64)                  # each row's ids so far
     att_hist: np.ndarray | None = None                        # rows x steps x src_len
     finished: list[list[Hypothesis]] = [[] for _ in range(b)]
+    covered: np.ndarray | None = None                         # rows x src_len: attention received so far
 
-    def finish(sent: int, row: int, logp: float, ended: bool) -> None:
+    def finish(sent: int, row: int, logp: float, ended: bool, received: np.ndarray | None) -> None:
         length = history.shape[1] + (1 if ended else 0)
         score = float(logp) / length_penalty(length, alpha)
+        if coverage:
+            score += coverage_penalty(received[: src_len[sent]], coverage)
         if enters(finished[sent], score, nbest):
             att = None if att_hist is None else att_hist[row, :length, : src_len[sent]].copy()
             keep(finished[sent], Hypothesis(history[row].tolist(), score, att, ended), nbest)
@@ -168,10 +177,15 @@ def beam_search(steps: Steps, limits: np.ndarray, src_len: np.ndarray, beam: int
         if attention and alpha_t is not None:
             step_att = alpha_t[:, None, :]
             att_hist = step_att if att_hist is None else np.concatenate([att_hist, step_att], 1)
+        if coverage:
+            if alpha_t is None:
+                raise ValueError("the coverage penalty needs a model with attention")
+            covered = alpha_t.astype(np.float64) if covered is None else covered + alpha_t
         # hypotheses that end here: <eos> among the k best (their history: before this step)
         is_eos = top_tok == EOS
         for i, j in zip(*np.nonzero(is_eos[:, :k] & np.isfinite(top_scores[:, :k]))):
-            finish(sents[i], i * k + top_beam[i, j], top_scores[i, j], True)
+            row = i * k + top_beam[i, j]
+            finish(sents[i], row, top_scores[i, j], True, None if covered is None else covered[row])
         # the k best that go on
         going = np.where(is_eos, NEG_INF, top_scores)
         pick = np.argsort(-going, axis=1, kind="stable")[:, :k]
@@ -181,6 +195,7 @@ def beam_search(steps: Steps, limits: np.ndarray, src_len: np.ndarray, beam: int
         history = np.concatenate([history[origin], y[:, None]], 1)
         if att_hist is not None:
             att_hist = att_hist[origin]
+        covered = None if covered is None else covered[origin]
         state, feed = steps.take(state, feed, origin)
         t += 1
         decoding = []
@@ -190,7 +205,7 @@ def beam_search(steps: Steps, limits: np.ndarray, src_len: np.ndarray, beam: int
             if t >= limits[sent]:                             # out of length: the best alive end here
                 for j in range(k):
                     if np.isfinite(scores[i, j]):
-                        finish(sent, i * k + j, scores[i, j], False)
+                        finish(sent, i * k + j, scores[i, j], False, None if covered is None else covered[i * k + j])
                 continue
             decoding.append(i)
         if len(decoding) < n:                                 # done sentences leave the batch
@@ -198,5 +213,6 @@ def beam_search(steps: Steps, limits: np.ndarray, src_len: np.ndarray, beam: int
             rows = (kept[:, None] * k + np.arange(k)).reshape(-1)
             sents, scores, y, history = sents[kept], scores[kept], y[rows], history[rows]
             att_hist = None if att_hist is None else att_hist[rows]
+            covered = None if covered is None else covered[rows]
             state, feed = steps.take(state, feed, rows)
     return finished

@@ -132,12 +132,12 @@ class Runtime:
 
     def translate_n(self, lines: list[str], beam: int = 1, nbest: int = 1, alpha: float = 1.0, batch_size: int = 64,
                     attention: bool = False, sampling: Sampling | None = None, num_samples: int = 1,
-                    prefixes: list[str] | None = None) -> list[list[Translation]]:
+                    prefixes: list[str] | None = None, coverage: float = 0.0) -> list[list[Translation]]:
         """Return each line's n-best list (greedy: beam 1, or beam search) or its num_samples samples
         (sampling, greedy only: sample j of line i draws with key i * num_samples + j), sentences sorted by
         length and decoded batch_size at a time; prefixes (one per line, "" for none): each output starts
-        with its line's prefix, forced (`rules.force`). An empty or blank line gives the empty output, not
-        decoded."""
+        with its line's prefix, forced (`rules.force`); coverage: beam search's coverage penalty beta. An
+        empty or blank line gives the empty output, not decoded."""
         if beam < 1 or not 1 <= nbest <= beam:
             raise ValueError(f"need beam >= 1 and 1 <= nbest <= beam, got beam {beam}, nbest {nbest}")
         if sampling is not None and beam > 1:
@@ -158,13 +158,14 @@ class Runtime:
             part = rows[start : start + batch_size]
             keys = np.array([i * copies + j for i, j in part], np.int64)
             hyps = self._decode([ids[i] for i, _ in part], beam, nbest, alpha, attention, sampling, keys,
-                                None if forced is None else [forced[i] for i, _ in part])
+                                None if forced is None else [forced[i] for i, _ in part], coverage)
             for (i, _), nb in zip(part, hyps):
                 results[i].extend(self._result(ids[i], h, attention, truncated[i]) for h in nb)
         return results
 
     def _decode(self, batch: list[list[int]], beam: int, nbest: int, alpha: float, attention: bool,
-                sampling: Sampling | None, keys: np.ndarray, prefixes: list[list[int]] | None = None):
+                sampling: Sampling | None, keys: np.ndarray, prefixes: list[list[int]] | None = None,
+                coverage: float = 0.0):
         src_len = np.array([len(s) + 1 for s in batch], np.int64)
         src = np.zeros((len(batch), int(src_len.max())), np.int64)
         for r, s in enumerate(batch):
@@ -173,7 +174,7 @@ class Runtime:
         limits = max_lengths(src_len, self.meta["max_output_ratio"])
         if beam == 1:
             return [[h] for h in greedy(steps, limits, src_len, attention, sampling, keys, prefixes)]
-        return beam_search(steps, limits, src_len, beam, alpha, nbest, attention, prefixes)
+        return beam_search(steps, limits, src_len, beam, alpha, nbest, attention, prefixes, coverage)
 
     def _result(self, src_ids: list[int], hyp, attention: bool, truncated: bool) -> Translation:
         text = self.tgt.decode(hyp.ids)

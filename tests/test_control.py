@@ -13,7 +13,8 @@ from test_cli import assert_one_line_error, run
 from test_search import random_model, sources
 
 from seqattn.config import load_config
-from seqattn.search import Sampling, beam_search, greedy
+from seqattn.data.batching import pad_sources
+from seqattn.search import Sampling, beam_search, greedy, max_lengths
 from seqattn.serve.app import create_app
 from seqattn.serve.runtime import RuntimeTranslator
 from seqattn.train import Trainer
@@ -208,3 +209,37 @@ def test_the_runtime_forces_prefixes_and_aligns_as_pytorch_does(trained, tmp_pat
     assert proc.returncode == 0, proc.stderr
     first = translator.translate(lines, prefixes=prefixes, attention=True)
     assert proc.stdout.splitlines() == [f"{w.text}\t{pharaoh(w.src_tokens, w.tgt_tokens, w.attention)}" for w in first]
+
+
+def test_the_coverage_penalty_through_the_translator_cli_api_and_runtime(trained, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from seqattn.export import export_model_dir
+    from seqattn_runtime import Runtime
+
+    translator, pairs, tmp = trained
+    lines = [s for s, _ in pairs[:8]]
+    options = SearchOptions(beam=3, nbest=2, coverage_penalty=0.5)
+    got = translator.translate_n(lines, options=options)
+    ids = translator.tok.src.encode(lines)
+    src, src_len = pad_sources(ids)
+    want = beam_search(translator.model, src, src_len, max_lengths(src_len, translator.cfg.train.max_output_ratio), 3,
+                      1.0, 2, coverage=0.5)
+    for g_list, w_list in zip(got, want):
+        assert [g.text for g in g_list] == [translator.tok.tgt.decode(w.ids) for w in w_list]
+        assert [g.score for g in g_list] == pytest.approx([w.score for w in w_list], abs=1e-5)
+    export_model_dir(tmp / "model", tmp_path / "export")
+    runtime = Runtime(tmp_path / "export")
+    for g_list, r_list in zip(got, runtime.translate_n(lines, 3, 2, coverage=0.5)):
+        assert [g.text for g in g_list] == [r.text for r in r_list]
+        assert [g.score for g in g_list] == pytest.approx([r.score for r in r_list], abs=1e-4)
+    (tmp_path / "in.txt").write_text("".join(f"{s}\n" for s in lines))
+    proc = run("translate", tmp / "model", "--input", tmp_path / "in.txt", "--beam", "3", "--nbest", "2",
+               "--coverage-penalty", "0.5")
+    assert proc.returncode == 0, proc.stderr
+    assert [line.split("\t")[2] for line in proc.stdout.splitlines()] == [g.text for g_list in got for g in g_list]
+    assert_one_line_error(run("translate", tmp / "model", "--input", tmp_path / "in.txt", "--coverage-penalty", "0.5"),
+                          "--coverage-penalty must be >= 0 and needs --beam > 1")
+    client = TestClient(create_app(translator))
+    answer = client.post("/translate", json={"texts": lines[:2], "beam": 3, "coverage_penalty": 0.5}).json()
+    assert [t["translation"] for t in answer["translations"]] == [g_list[0].text for g_list in got[:2]]
+    assert client.post("/translate", json={"text": lines[0], "coverage_penalty": 0.5}).status_code == 422

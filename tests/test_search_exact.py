@@ -2,6 +2,7 @@
 the regression of a confident model whose best hypothesis a wider beam used to drop."""
 
 import itertools
+import math
 
 import pytest
 import torch
@@ -25,34 +26,40 @@ def tiny_model(att="dot", feed=False, rnn="lstm", layers=1, tgt_vocab=12, seed=7
 
 
 @torch.no_grad()
-def reference_beam(model, src_ids: list[int], limit: int, k: int, alpha: float, nbest: int):
+def reference_beam(model, src_ids: list[int], limit: int, k: int, alpha: float, nbest: int, beta: float = 0.0):
     """Return the nbest (ids, score, finished) of one sentence: a beam of width k run to the length limit,
     without any early stop, its hypotheses in Python lists.
 
     Each step ranks every continuation of every alive hypothesis; those among the k best that end in
-    <eos> finish (score / length penalty), the k best that do not end go on; at the limit the alive ones
-    end unfinished."""
+    <eos> finish (score / length penalty, plus beta * sum_i log(min(attention source position i received,
+    1)) when beta > 0), the k best that do not end go on; at the limit the alive ones end unfinished."""
     enc = model.encode(torch.tensor([src_ids]), torch.tensor([len(src_ids)]))
     state = enc.state
     feed = torch.zeros(1, model.decoder.hidden_size) if model.decoder.input_feeding else None
-    alive, finished = [(0.0, [], 0)], []            # (score, ids, its row of state)
+    alive, finished = [(0.0, [], 0, [0.0] * len(src_ids))], []     # (score, ids, its row of state, coverage)
+
+    def final(score: float, length: int, received: list[float]) -> float:
+        penalty = beta * sum(math.log(min(max(c, 1e-10), 1.0)) for c in received) if beta else 0.0
+        return score / length_penalty(length, alpha) + penalty
+
     for _ in range(limit):
         n = len(alive)
-        prev = torch.tensor([ids[-1] if ids else SOS for _, ids, _ in alive])
-        rows = torch.tensor([row for _, _, row in alive])
+        prev = torch.tensor([ids[-1] if ids else SOS for _, ids, _, _ in alive])
+        rows = torch.tensor([row for _, _, row, _ in alive])
         state = tuple(s[:, rows] for s in state) if isinstance(state, tuple) else state[:, rows]
         feed = None if feed is None else feed.index_select(0, rows)
         memory, keys, mask = (None if x is None else x.expand(n, *x.shape[1:])
                               for x in (enc.memory, enc.keys, enc.mask))
-        logits, state, feed, _ = model.decoder.step(prev, state, memory, keys, mask, feed)   # one row each
+        logits, state, feed, weights = model.decoder.step(prev, state, memory, keys, mask, feed)   # one row each
         logp = torch.log_softmax(logits.float(), -1).tolist()
-        candidates = [(score + lp, ids + [v], r) for r, (score, ids, _) in enumerate(alive)
+        received = [[c + w for c, w in zip(cov, weights[r].tolist())] if weights is not None else cov
+                    for r, (_, _, _, cov) in enumerate(alive)]
+        candidates = [(score + lp, ids + [v], r, received[r]) for r, (score, ids, _, _) in enumerate(alive)
                       for v, lp in enumerate(logp[r])]
         candidates.sort(key=lambda c: -c[0])
-        finished += [(c[1][:-1], c[0] / length_penalty(len(c[1]), alpha), True)
-                     for c in candidates[:k] if c[1][-1] == EOS]
+        finished += [(c[1][:-1], final(c[0], len(c[1]), c[3]), True) for c in candidates[:k] if c[1][-1] == EOS]
         alive = [c for c in candidates if c[1][-1] != EOS][:k]
-    finished += [(ids, score / length_penalty(limit, alpha), False) for score, ids, _ in alive]
+    finished += [(ids, final(score, limit, cov), False) for score, ids, _, cov in alive]
     return sorted(finished, key=lambda h: -h[1])[:nbest]
 
 
@@ -68,6 +75,27 @@ def test_beam_search_equals_a_reference_search_of_the_same_width(att, feed, rnn,
                 for i, hyps in enumerate(got):
                     ids = src[i, : int(src_len[i])].tolist()
                     assert_same(hyps, reference_beam(model, ids, int(limit[i]), k, alpha, nbest))
+
+
+@pytest.mark.parametrize("att,feed", [("dot", False), ("concat", True)])
+def test_the_coverage_penalty_is_the_reference_searchs_and_stays_exact(att, feed):
+    """With beta > 0 every finished score gains beta * sum_i log(min(coverage_i, 1)), computed here by hand
+    from each hypothesis' weights; the search still stops early (the penalty is never positive) and finds
+    what the reference run to the limit finds."""
+    model = tiny_model(att, feed)
+    src, src_len, limit = sources(8, seed=13)
+    changed = 0
+    for k, beta in itertools.product((2, 5), (0.2, 1.0)):
+        got = beam_search(model, src, src_len, limit, beam=k, alpha=1.0, nbest=k, coverage=beta)
+        plain = beam_search(model, src, src_len, limit, beam=k, alpha=1.0, nbest=k)
+        for i, hyps in enumerate(got):
+            ids = src[i, : int(src_len[i])].tolist()
+            assert_same(hyps, reference_beam(model, ids, int(limit[i]), k, 1.0, k, beta))
+            changed += hyps[0].ids != plain[i][0].ids
+            assert all(h.score <= p.score + 1e-6 for h, p in zip(hyps, plain[i]))   # never above without it
+    assert changed > 0                                            # the penalty changes some choices
+    with pytest.raises(ValueError, match="needs a model with attention"):
+        beam_search(tiny_model("none"), src, src_len, limit, beam=2, coverage=0.5)
 
 
 def test_a_beam_wide_enough_is_the_exhaustive_search():

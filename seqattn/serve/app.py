@@ -39,6 +39,7 @@ class TranslateRequest(BaseModel):
     beam: int = Field(1, ge=1)
     nbest: int = Field(1, ge=1)
     alpha: float = Field(1.0, ge=0.0, le=5.0)
+    coverage_penalty: float = Field(0.0, ge=0.0, le=5.0)   # GNMT's beta, beam search only
     attention: bool = False
     prefix: str | None = None               # with text: the output starts with it (forced)
     prefixes: list[str] | None = None       # with texts: one per text ("" for none)
@@ -145,7 +146,9 @@ def create_app(translator: Translator, limits: Limits | None = None) -> FastAPI:
             return _error(422, f"a prefix has over {limits.max_chars} characters", "max_chars")
         if not texts:
             return {"translations": []}
-        options = SearchOptions(beam=req.beam, nbest=req.nbest, alpha=req.alpha)
+        if req.coverage_penalty and req.beam == 1:
+            return _error(422, "coverage_penalty needs beam > 1")
+        options = SearchOptions(beam=req.beam, nbest=req.nbest, alpha=req.alpha, coverage_penalty=req.coverage_penalty)
         results = await batcher.submit(texts, options, req.attention or req.align, prefixes)
         out = []
         for outs in results:
