@@ -20,7 +20,8 @@ from seqattn_runtime.search import Sampling
 
 from .model.seq2seq import Encoded, Seq2Seq
 
-__all__ = ["Hypothesis", "Sampling", "Steps", "beam_search", "greedy", "length_penalty", "max_lengths", "select"]
+__all__ = ["Hypothesis", "Sampling", "Steps", "beam_search", "choices", "greedy", "length_penalty", "max_lengths",
+           "select"]
 
 
 class Steps(Protocol):
@@ -132,3 +133,11 @@ def beam_search(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_le
     coverage penalty beta `coverage`."""
     return plain.beam_search(ModelSteps(steps or model, src, src_len), max_len.numpy(), src_len.numpy(), beam,
                              alpha, nbest, attention, prefixes, coverage)
+
+
+@torch.no_grad()
+def choices(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, targets: list[list[int]], k: int,
+            steps: Steps | None = None) -> list[list[tuple[list[int], list[float]]]]:
+    """Return `seqattn_runtime.search.choices` over the model's steps (or `steps`'): for each sentence of
+    src, the k likeliest ids and their probabilities at each position of its target and at the <eos> after."""
+    return plain.choices(ModelSteps(steps or model, src, src_len), targets, k)

@@ -13,14 +13,14 @@ from torch import nn
 from .checkpoint import load_checkpoint
 from .config import Config, load_config
 from .data.batching import collate, pad_sources
-from .data.tokenizer import PAD, Tokenizers
+from .data.tokenizer import EOS, PAD, Tokenizers
 from .device import autocast, pick_device
 from .ensemble import Ensemble
 from .errors import SeqattnError
 from .fast import Decoding, accelerate
 from .fast import search as engine
 from .model.seq2seq import Seq2Seq
-from .search import Sampling, max_lengths
+from .search import Sampling, choices, max_lengths
 from .search import beam_search as plain_beam_search
 from .search import greedy as plain_greedy
 
@@ -35,6 +35,8 @@ class Translation:
     attention: list[list[float]] | None     # len(tgt_tokens) x len(src_tokens)
     score: float                            # log-probability of the output (/ length penalty in beam search)
     truncated: bool = False                 # the source was cut to the model's data.max_len pieces
+    alternatives: list[list[tuple[str, float]]] | None = None   # per output position (<eos> one too): the
+    #                                         model's k most likely pieces there and their probabilities
 
     def to_dict(self) -> dict:
         """Return a JSON-ready dict."""
@@ -56,6 +58,7 @@ class SearchOptions:
     num_samples: int = 1
     seed: int | None = None
     coverage_penalty: float = 0.0   # GNMT's beta (beam search; 0: off)
+    alternatives: int = 0           # with the best output, the k most likely pieces at each of its positions
 
     def check(self) -> SearchOptions:
         """Return self; raise SeqattnError naming the option that is out of range."""
@@ -249,8 +252,12 @@ class Translator:
                         nbests = [[h] for h in engine.greedy(steps, src, src_len, limit, sampling=sampling,
                                                              keys=torch.tensor(keys), attention=attention,
                                                              width=batch_size)]
-                for i, hyps in zip(idx, nbests):
-                    results[i].extend(self._result(ids[i], h, attention, truncated[i]) for h in hyps)
+                alts = [None] * len(nbests)
+                if opt.alternatives:           # the model's choices along each best output, forced
+                    alts = choices(self.model, src, src_len, [n[0].ids for n in nbests], opt.alternatives, steps)
+                for i, hyps, alt in zip(idx, nbests, alts):
+                    results[i].extend(self._result(ids[i], h, attention, truncated[i], alt if n == 0 else None)
+                                      for n, h in enumerate(hyps))
         return results
 
     @torch.no_grad()
@@ -295,12 +302,15 @@ class Translator:
         finally:
             self.model.train(was_training)
 
-    def _result(self, src_ids: list[int], hyp, attention: bool, truncated: bool) -> Translation:
-        """Return the Translation of one hypothesis."""
+    def _result(self, src_ids: list[int], hyp, attention: bool, truncated: bool, alternatives=None) -> Translation:
+        """Return the Translation of one hypothesis (alternatives: `seqattn_runtime.search.choices`' of it)."""
         text = self.tok.tgt.decode(hyp.ids)
+        alts = None if alternatives is None else [
+            [("<eos>" if i == EOS else self.tok.tgt.pieces([i])[0], round(p, 5)) for i, p in zip(*pos)]
+            for pos in alternatives]
         if not attention:
-            return Translation(text, [], [], None, hyp.score, truncated)
+            return Translation(text, [], [], None, hyp.score, truncated, alts)
         src_tokens = self.tok.src.pieces(src_ids) + ["<eos>"]
         tgt_tokens = self.tok.tgt.pieces(hyp.ids) + (["<eos>"] if hyp.finished else [])
         att = None if hyp.attention is None else [[round(w, 5) for w in row] for row in hyp.attention.tolist()]
-        return Translation(text, src_tokens, tgt_tokens, att, hyp.score, truncated)
+        return Translation(text, src_tokens, tgt_tokens, att, hyp.score, truncated, alts)

@@ -216,3 +216,30 @@ def beam_search(steps: Steps, limits: np.ndarray, src_len: np.ndarray, beam: int
             covered = None if covered is None else covered[rows]
             state, feed = steps.take(state, feed, rows)
     return finished
+
+
+def choices(steps: Steps, targets: list[list[int]], k: int) -> list[list[tuple[list[int], list[float]]]]:
+    """Return, for each sentence, at each position of its target (ids, <eos> excluded) and at the <eos>
+    position after it, the k most likely ids and their probabilities there, given the target before it
+    (teacher forcing): the model's alternatives to each output token."""
+    b = len(targets)
+    if b == 0:
+        return []
+    out: list[list[tuple[list[int], list[float]]]] = [[] for _ in range(b)]
+    state, feed = steps.start()
+    sents = np.arange(b)
+    y = np.full(b, SOS, np.int64)
+    t = 0
+    while len(sents):
+        logp, state, feed, _ = steps.step(y, state, feed, sents)
+        top = np.argsort(-logp, axis=1, kind="stable")[:, :k]
+        probs = np.exp(np.take_along_axis(logp, top, 1).astype(np.float64))
+        for r, s in enumerate(sents):
+            out[s].append((top[r].tolist(), probs[r].tolist()))
+        going = np.array([t < len(targets[s]) for s in sents], bool)
+        y = np.array([targets[s][t] for s in sents[going]], np.int64)
+        if not going.all():
+            state, feed = steps.take(state, feed, np.flatnonzero(going))
+            sents = sents[going]
+        t += 1
+    return out

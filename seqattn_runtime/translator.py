@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .rules import EOS, PAD, UNK, max_lengths
-from .search import Sampling, beam_search, greedy
+from .search import Sampling, beam_search, choices, greedy
 
 FORMAT, VERSION = "seqattn-onnx", 1
 REQUIRED = ("rnn", "input_feeding", "dec_hidden_size", "src_vocab", "tgt_vocab", "max_len", "max_output_ratio",
@@ -30,6 +30,7 @@ class Translation:
     attention: list[list[float]] | None
     score: float
     truncated: bool = False
+    alternatives: list[list[tuple[str, float]]] | None = None   # per output position: k likeliest pieces, p
 
     def to_dict(self) -> dict:
         return {"translation": self.text, "score": self.score, "source_tokens": self.src_tokens,
@@ -132,12 +133,14 @@ class Runtime:
 
     def translate_n(self, lines: list[str], beam: int = 1, nbest: int = 1, alpha: float = 1.0, batch_size: int = 64,
                     attention: bool = False, sampling: Sampling | None = None, num_samples: int = 1,
-                    prefixes: list[str] | None = None, coverage: float = 0.0) -> list[list[Translation]]:
+                    prefixes: list[str] | None = None, coverage: float = 0.0,
+                    alternatives: int = 0) -> list[list[Translation]]:
         """Return each line's n-best list (greedy: beam 1, or beam search) or its num_samples samples
         (sampling, greedy only: sample j of line i draws with key i * num_samples + j), sentences sorted by
         length and decoded batch_size at a time; prefixes (one per line, "" for none): each output starts
-        with its line's prefix, forced (`rules.force`); coverage: beam search's coverage penalty beta. An
-        empty or blank line gives the empty output, not decoded."""
+        with its line's prefix, forced (`rules.force`); coverage: beam search's coverage penalty beta;
+        alternatives: with each best output, the k likeliest pieces at each of its positions
+        (`search.choices`). An empty or blank line gives the empty output, not decoded."""
         if beam < 1 or not 1 <= nbest <= beam:
             raise ValueError(f"need beam >= 1 and 1 <= nbest <= beam, got beam {beam}, nbest {nbest}")
         if sampling is not None and beam > 1:
@@ -157,33 +160,46 @@ class Runtime:
         for start in range(0, len(rows), batch_size):
             part = rows[start : start + batch_size]
             keys = np.array([i * copies + j for i, j in part], np.int64)
-            hyps = self._decode([ids[i] for i, _ in part], beam, nbest, alpha, attention, sampling, keys,
+            batch = [ids[i] for i, _ in part]
+            hyps = self._decode(batch, beam, nbest, alpha, attention, sampling, keys,
                                 None if forced is None else [forced[i] for i, _ in part], coverage)
-            for (i, _), nb in zip(part, hyps):
-                results[i].extend(self._result(ids[i], h, attention, truncated[i]) for h in nb)
+            alts = choices(_ExportSteps(self, *_pad(batch)), [nb[0].ids for nb in hyps], alternatives) \
+                if alternatives else [None] * len(hyps)
+            for (i, _), nb, alt in zip(part, hyps, alts):
+                results[i].extend(self._result(ids[i], h, attention, truncated[i], alt if n == 0 else None)
+                                  for n, h in enumerate(nb))
         return results
 
     def _decode(self, batch: list[list[int]], beam: int, nbest: int, alpha: float, attention: bool,
                 sampling: Sampling | None, keys: np.ndarray, prefixes: list[list[int]] | None = None,
                 coverage: float = 0.0):
-        src_len = np.array([len(s) + 1 for s in batch], np.int64)
-        src = np.zeros((len(batch), int(src_len.max())), np.int64)
-        for r, s in enumerate(batch):
-            src[r, : len(s) + 1] = s + [EOS]
+        src, src_len = _pad(batch)
         steps = _ExportSteps(self, src, src_len)
         limits = max_lengths(src_len, self.meta["max_output_ratio"])
         if beam == 1:
             return [[h] for h in greedy(steps, limits, src_len, attention, sampling, keys, prefixes)]
         return beam_search(steps, limits, src_len, beam, alpha, nbest, attention, prefixes, coverage)
 
-    def _result(self, src_ids: list[int], hyp, attention: bool, truncated: bool) -> Translation:
+    def _result(self, src_ids: list[int], hyp, attention: bool, truncated: bool, alternatives=None) -> Translation:
         text = self.tgt.decode(hyp.ids)
+        alts = None if alternatives is None else [
+            [("<eos>" if i == EOS else self.tgt.pieces([i])[0], round(p, 5)) for i, p in zip(*pos)]
+            for pos in alternatives]
         if not attention:
-            return Translation(text, [], [], None, hyp.score, truncated)
+            return Translation(text, [], [], None, hyp.score, truncated, alts)
         src_tokens = self.src.pieces(src_ids) + ["<eos>"]
         tgt_tokens = self.tgt.pieces(hyp.ids) + (["<eos>"] if hyp.finished else [])
         att = None if hyp.attention is None else [[round(float(w), 5) for w in row] for row in hyp.attention]
-        return Translation(text, src_tokens, tgt_tokens, att, hyp.score, truncated)
+        return Translation(text, src_tokens, tgt_tokens, att, hyp.score, truncated, alts)
+
+
+def _pad(batch: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Return (src batch x longest+1 ids with <eos> appended, PAD after; lengths)."""
+    src_len = np.array([len(s) + 1 for s in batch], np.int64)
+    src = np.zeros((len(batch), int(src_len.max())), np.int64)
+    for r, s in enumerate(batch):
+        src[r, : len(s) + 1] = s + [EOS]
+    return src, src_len
 
 
 class _ExportSteps:

@@ -243,3 +243,29 @@ def test_the_coverage_penalty_through_the_translator_cli_api_and_runtime(trained
     answer = client.post("/translate", json={"texts": lines[:2], "beam": 3, "coverage_penalty": 0.5}).json()
     assert [t["translation"] for t in answer["translations"]] == [g_list[0].text for g_list in got[:2]]
     assert client.post("/translate", json={"text": lines[0], "coverage_penalty": 0.5}).status_code == 422
+
+
+def test_alternatives_are_the_models_choices_along_its_output_in_the_api_and_the_runtime(trained, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from seqattn.export import export_model_dir
+    from seqattn_runtime import Runtime
+
+    translator, pairs, tmp = trained
+    src = pairs[3][0]
+    best = translator.translate([src], options=SearchOptions(alternatives=3))[0]
+    pieces = translator.tok.tgt.pieces(translator.tok.tgt.encode([best.text])[0]) + ["<eos>"]
+    assert len(best.alternatives) == len(pieces)
+    for position, piece in zip(best.alternatives, pieces):    # greedy: each position's first choice is the output
+        assert len(position) == 3 and position[0][0] == piece
+        assert [p for _, p in position] == sorted((p for _, p in position), reverse=True) and position[0][1] <= 1
+    prefixed = translator.translate([src], prefixes=["lion"], options=SearchOptions(alternatives=3))[0]
+    assert prefixed.text.startswith("lion") and prefixed.alternatives[0] == best.alternatives[0]   # same context
+    client = TestClient(create_app(translator))
+    answer = client.post("/translate", json={"text": src, "alternatives": 3}).json()["translations"][0]
+    assert [[a["token"] for a in pos] for pos in answer["alternatives"]] == \
+        [[t for t, _ in pos] for pos in best.alternatives]
+    export_model_dir(tmp / "model", tmp_path / "export")
+    got = Runtime(tmp_path / "export").translate_n([src], alternatives=3)[0][0]
+    assert [[t for t, _ in pos] for pos in got.alternatives] == [[t for t, _ in pos] for pos in best.alternatives]
+    assert np.allclose([[p for _, p in pos] for pos in got.alternatives],
+                       [[p for _, p in pos] for pos in best.alternatives], atol=1e-4)

@@ -75,3 +75,59 @@ def test_type_translate_and_hover(server, tmp_path):
             assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
         finally:
             browser.close()
+
+
+def test_correct_a_word_and_the_model_translates_the_rest_again(server, tmp_path):
+    """Click an output word, pick one of the model's alternatives, then type a word of one's own: the
+    correction appears, what follows is translated again, and the grid has a row per new output piece."""
+    url, pairs = server
+    src, ref = next((s, t) for s, t in pairs if len(t.split()) >= 4)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            page.goto(url)
+            page.fill("#text", src)
+            page.select_option("#beam", "1")
+            page.click("#translate")
+            page.wait_for_selector("#result:not([hidden])", timeout=30_000)
+            words = page.locator("#translation .tok")
+
+            def shown():
+                return [words.nth(i).inner_text() for i in range(words.count())]
+
+            before = shown()
+            assert before[:-1] == ref.split() and before[-1] == "<eos>"
+            words.nth(1).click()                                            # the model's alternatives there
+            page.wait_for_selector("#choices:not([hidden])")
+            choices = page.locator("#choices .choice")
+            assert choices.count() >= 2
+            picked = choices.first.inner_text().split()[0]
+            assert picked != before[1]
+            choices.first.click()
+            page.wait_for_selector("#fixed-note:not([hidden])", timeout=30_000)
+            second = "document.querySelector('#translation .tok:nth-child(2)')?.innerText"
+            page.wait_for_function(f"{second} === {picked!r}")
+            after = shown()
+            assert after[:2] == [before[0], picked]
+            assert page.locator("#translation .tok.fixed").count() == 2
+            assert page.locator("#grid tbody tr").count() == len(after)
+            words.nth(0).click()                                            # a word of one's own, first
+            page.wait_for_selector("#choices:not([hidden])")
+            skip = ref.split()[1]                                           # the reference's second word
+            page.fill("#own-word", skip)
+            page.click("#use-word")
+            page.wait_for_function(f"document.querySelector('#translation .tok')?.innerText === {skip!r}")
+            final = shown()
+            assert final[0] == skip and final[1:] != before[1:]             # the rest is translated again
+            n_src = page.locator("#source .tok").count()
+            assert page.locator("#grid td.cell").count() == len(final) * n_src
+            shot = (DOCS if os.environ.get("SEQATTN_UPDATE_DOCS") == "1" else tmp_path) / "web_correction.png"
+            words.nth(2).click()
+            page.wait_for_selector("#choices:not([hidden])")
+            page.screenshot(path=str(shot), full_page=True)
+            assert shot.stat().st_size > 10_000
+        finally:
+            browser.close()

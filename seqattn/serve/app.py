@@ -44,6 +44,7 @@ class TranslateRequest(BaseModel):
     prefix: str | None = None               # with text: the output starts with it (forced)
     prefixes: list[str] | None = None       # with texts: one per text ("" for none)
     align: bool = False                     # each translation's word alignment (Pharaoh i-j) from its attention
+    alternatives: int = Field(0, ge=0, le=10)   # the k likeliest pieces at each position of each translation
 
     model_config = {"extra": "forbid"}
 
@@ -148,7 +149,8 @@ def create_app(translator: Translator, limits: Limits | None = None) -> FastAPI:
             return {"translations": []}
         if req.coverage_penalty and req.beam == 1:
             return _error(422, "coverage_penalty needs beam > 1")
-        options = SearchOptions(beam=req.beam, nbest=req.nbest, alpha=req.alpha, coverage_penalty=req.coverage_penalty)
+        options = SearchOptions(beam=req.beam, nbest=req.nbest, alpha=req.alpha, coverage_penalty=req.coverage_penalty,
+                                alternatives=req.alternatives)
         results = await batcher.submit(texts, options, req.attention or req.align, prefixes)
         out = []
         for outs in results:
@@ -156,6 +158,8 @@ def create_app(translator: Translator, limits: Limits | None = None) -> FastAPI:
             item = {"translation": best.text, "score": best.score}
             if req.align:
                 item["alignment"] = pharaoh(best.src_tokens, best.tgt_tokens, best.attention)
+            if req.alternatives:
+                item["alternatives"] = [[{"token": t, "p": p} for t, p in pos] for pos in best.alternatives]
             if req.nbest > 1:
                 item["nbest"] = [{"translation": o.text, "score": o.score} for o in outs]
             if req.attention:

@@ -24,7 +24,7 @@ class RuntimeTranslator:
         sampling = Sampling(options.temperature, options.top_k, options.top_p, options.seed) if options.sample else None
         return self.runtime.translate_n(texts, options.beam, options.nbest, options.alpha, attention=attention,
                                         sampling=sampling, num_samples=options.num_samples, prefixes=prefixes,
-                                        coverage=options.coverage_penalty)
+                                        coverage=options.coverage_penalty, alternatives=options.alternatives)
 
     def info(self) -> dict:
         meta = self.runtime.meta
