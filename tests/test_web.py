@@ -44,12 +44,17 @@ def server(tmp_path_factory):
     thread.join(timeout=10)
 
 
+def launch(p):
+    """Return Debian's chromium, headless, started by Playwright with nothing that reaches the network."""
+    return p.chromium.launch(executable_path=CHROMIUM, args=[
+        "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"])
+
+
 def test_type_translate_and_hover(server, tmp_path):
     url, pairs = server
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
+        browser = launch(p)
         try:
             page = browser.new_page(viewport={"width": 1100, "height": 800})
             page.goto(url)
@@ -83,9 +88,7 @@ def test_correct_a_word_and_the_model_translates_the_rest_again(server, tmp_path
     url, pairs = server
     src, ref = next((s, t) for s, t in pairs if len(t.split()) >= 4)
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
+        browser = launch(p)
         try:
             page = browser.new_page(viewport={"width": 1100, "height": 900})
             page.goto(url)
