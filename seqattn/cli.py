@@ -49,10 +49,16 @@ def cmd_train(args) -> int:
     cfg = load_config(args.config)
     if args.nproc > 1 and "RANK" not in os.environ:
         argv = ["train", args.config, *(["--model-dir", args.model_dir] if args.model_dir else []),
-                *(["--resume"] if args.resume else []), *(["--overwrite"] if args.overwrite else [])]
+                *(["--resume"] if args.resume else []), *(["--overwrite"] if args.overwrite else []),
+                *(["--init-from", args.init_from] if args.init_from else []),
+                *(["--init-optimizer"] if args.init_optimizer else [])]
         return launch(argv, args.nproc)
     if args.model_dir:
         cfg.model_dir = args.model_dir
+    if args.init_from:
+        cfg.train.init_from = args.init_from
+    if args.init_optimizer:
+        cfg.train.init_optimizer = True
     dist = Dist.from_env()
     callback, close = _progress_callback(cfg.train.max_steps, "train") if dist.main else (None, lambda: None)
     try:
@@ -409,6 +415,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model-dir", help="override the config's model_dir")
     t.add_argument("--resume", action="store_true", help="continue from the model directory's last.pt")
     t.add_argument("--overwrite", action="store_true", help="replace a trained model in the model directory")
+    t.add_argument("--init-from", metavar="MODEL", help="fine-tune: start from this model directory's (or "
+                   "checkpoint's) weights and tokenizers, with a fresh optimizer, schedule and step count "
+                   "(train.init_from); the config's model and vocabulary settings must be the model's")
+    t.add_argument("--init-optimizer", action="store_true", help="with --init-from: also load its optimizer "
+                   "state (a run's last.pt holds one; train.init_optimizer)")
     t.add_argument("--nproc", type=int, default=1, help="training processes on this machine (DistributedDataParallel:"
                    " gloo on CPU, one GPU each with NCCL); or launch `seqattn train` under torchrun")
     t.set_defaults(func=cmd_train)

@@ -78,6 +78,8 @@ class TrainConfig:
     log_every: int = 50
     tensorboard: bool = True
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    init_from: str = ""               # fine-tuning: start from this model directory's (or checkpoint's) weights
+    init_optimizer: bool = False      # with init_from: also its optimizer state (a run's last.pt holds one)
 
 
 @dataclass

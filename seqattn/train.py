@@ -25,7 +25,7 @@ from .distributed import Dist
 from .errors import SeqattnError
 from .evaluate import score
 from .fast import accelerate, cross_entropy
-from .translator import Translator, build_model
+from .translator import Translator, build_model, checkpoint_path
 
 Callback = Callable[[str, dict], None]
 HIGHER_IS_BETTER = {"bleu": True, "chrf": True, "exact": True, "loss": False, "ppl": False}
@@ -165,16 +165,43 @@ def lr_factor(cfg: Config, step: int, minutes: float = 0.0) -> float:
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * frac))
 
 
-def _check_resumable(cfg: Config, saved: Config, model_dir: Path) -> None:
-    """Raise SeqattnError if cfg changes what the saved model in model_dir depends on."""
+def _check_same_model(cfg: Config, saved: Config, what: str) -> None:
+    """Raise SeqattnError, beginning with `what`, if cfg changes what a saved model's weights depend on."""
     new, old = config_to_dict(cfg), config_to_dict(saved)
     # The weights depend on the model and the tokenizers; data may move and training options may change.
     keys = [("model", k) for k in new["model"]] + [("data", "vocab_size"), ("data", "joint_vocab")]
     for section, key in keys:
         value = new[section][key]
         if old[section][key] != value:
-            raise SeqattnError(f"{model_dir}: cannot resume: {section}.{key} is {value!r} in the config but "
+            raise SeqattnError(f"{what}: {section}.{key} is {value!r} in the config but "
                                f"{old[section][key]!r} in the saved model")
+
+
+@dataclass
+class InitFrom:
+    """Fine-tuning's starting point: a trained model's directory (its tokenizers, config) and checkpoint."""
+
+    model_dir: Path
+    checkpoint: Path
+
+    @classmethod
+    def of(cls, cfg: Config) -> InitFrom:
+        """Return train.init_from resolved (a model directory, or a checkpoint file in one), checked against
+        cfg: the same model and vocabulary settings, or a one-line error naming the key and both values."""
+        given = Path(cfg.train.init_from)
+        if not given.exists():
+            raise SeqattnError(f"train.init_from: {given}: no such model directory or checkpoint")
+        model_dir, checkpoint = (given, None) if given.is_dir() else (given.parent, given.name)
+        if not (model_dir / "config.yaml").exists():
+            raise SeqattnError(f"train.init_from: {given} is not a model directory or a checkpoint in one "
+                               f"(no {model_dir / 'config.yaml'})")
+        if cfg.data.spm_model:
+            raise SeqattnError(f"train.init_from reuses {model_dir}'s tokenizers: leave data.spm_model empty")
+        _check_same_model(cfg, load_config(model_dir / "config.yaml"), f"train.init_from {model_dir}")
+        path = checkpoint_path(model_dir, checkpoint)
+        if not path.exists():
+            raise SeqattnError(f"train.init_from: {model_dir} has no checkpoint (averaged.pt, best.pt or last.pt)")
+        return cls(model_dir, path)
 
 
 class Trainer:
@@ -198,11 +225,12 @@ class Trainer:
         if main:
             self._prepare_directory(overwrite and not resume)
         torch.manual_seed(cfg.train.seed)
+        init = InitFrom.of(cfg) if cfg.train.init_from and not resume else None
         if resume:
-            _check_resumable(cfg, load_config(self.dir / "config.yaml"), self.dir)
+            _check_same_model(cfg, load_config(self.dir / "config.yaml"), f"{self.dir}: cannot resume")
             self.data = prepare_data(cfg, Tokenizers.load(self.dir))
         elif main:
-            self.data = prepare_data(cfg, None)
+            self.data = prepare_data(cfg, None if init is None else Tokenizers.load(init.model_dir))
             try:
                 self.data.tok.save(self.dir)
             except OSError as e:
@@ -216,6 +244,13 @@ class Trainer:
             except OSError as e:
                 raise SeqattnError(f"{self.dir}: cannot write config.yaml ({e.strerror})") from None
         self.model = build_model(cfg, self.data.tok).to(self.device)
+        start = None if init is None else load_checkpoint(init.checkpoint)
+        if start is not None:
+            try:
+                self.model.load_state_dict(start["model"])
+            except (KeyError, RuntimeError) as e:
+                raise SeqattnError(f"train.init_from: {init.checkpoint}: weights do not match the config "
+                                   f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
         self.fast = accelerate(self.model)         # the faster modules that compute the same function
         self.net = self.model                      # what training steps call: the model or its DDP wrapper
         if self.dist.active:
@@ -224,6 +259,13 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = DistributedDataParallel(self.model, device_ids=ids)
         self.optimizer = make_optimizer(self.model, cfg.train.lr)
+        if start is not None and cfg.train.init_optimizer:
+            if "optimizer" not in start:
+                raise SeqattnError(f"train.init_optimizer: {init.checkpoint} holds no optimizer state (a run's "
+                                   f"last.pt does)")
+            self.optimizer.load_state_dict(start["optimizer"])
+            for group in self.optimizer.param_groups:   # its moments, this run's rate and schedule
+                group["lr"] = group["initial_lr"] = cfg.train.lr
         self.progress = Progress()
         if cfg.train.schedule == "plateau":
             mode = "max" if HIGHER_IS_BETTER[cfg.train.valid_metric] else "min"
@@ -466,6 +508,8 @@ class Trainer:
         self.model.train()
         if self.dist.main:   # an averaged.pt of weights before this run would no longer be what training ends with
             (self.dir / "averaged.pt").unlink(missing_ok=True)
+        if self.cfg.train.init_from and p.step == 0 and not p.history:
+            self._validate_and_save()              # fine-tuning: where the loaded model starts
         validated_at = p.step
         win_tokens, win_loss, win_start = 0, 0.0, time.perf_counter()
         reason = self._agreed_stop()

@@ -103,6 +103,15 @@ def quantize_int8(model: Seq2Seq, device: torch.device) -> Seq2Seq:
         return torch.ao.quantization.quantize_dynamic(model, {nn.Linear, nn.LSTM, nn.GRU}, dtype=torch.qint8)
 
 
+def checkpoint_path(model_dir: Path, checkpoint: str | None = None) -> Path:
+    """Return the checkpoint to use of a model directory: `checkpoint` (a file name in model_dir or any
+    path) when given, else averaged.pt, best.pt or last.pt, the first that exists."""
+    if checkpoint is None:
+        checkpoint = next(name for name in ("averaged.pt", "best.pt", "last.pt")
+                          if (model_dir / name).exists() or name == "last.pt")
+    return model_dir / checkpoint if (model_dir / checkpoint).exists() else Path(checkpoint)
+
+
 def _load_model(model_dir: Path, checkpoint: str | None, device: torch.device,
                 quantize: str | None, fast: bool = True) -> tuple[Seq2Seq, Config, Tokenizers]:
     """Return (the model in eval mode on device, its config, its tokenizers) of a model directory: the
@@ -112,10 +121,7 @@ def _load_model(model_dir: Path, checkpoint: str | None, device: torch.device,
         raise SeqattnError(f"{model_dir}: model directory not found")
     cfg = load_config(model_dir / "config.yaml")
     tokenizers = Tokenizers.load(model_dir)
-    if checkpoint is None:
-        checkpoint = next(name for name in ("averaged.pt", "best.pt", "last.pt")
-                          if (model_dir / name).exists() or name == "last.pt")
-    path = model_dir / checkpoint if (model_dir / checkpoint).exists() else Path(checkpoint)
+    path = checkpoint_path(model_dir, checkpoint)
     model = build_model(cfg, tokenizers, initialise=False)
     state = load_checkpoint(path)
     try:
