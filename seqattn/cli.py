@@ -193,6 +193,32 @@ def cmd_translate(args) -> int:
     return 0
 
 
+def cmd_distill(args) -> int:
+    from tqdm import tqdm
+
+    from .data.corpus import read_lines
+    from .device import freeze_loaded_objects
+    from .distill import distill
+    from .translator import Translator
+
+    options = _search_options(args)
+    lines = read_lines(args.src)
+    translator = Translator.load(args.model_dir, device=args.device, checkpoint=args.checkpoint,
+                                 quantize=args.quantize, ensemble=args.ensemble)
+    freeze_loaded_objects()
+    bar = tqdm(total=len(lines), desc="distill", unit="line", file=sys.stderr, disable=None, mininterval=1.0)
+
+    def progress(done: int, total: int) -> None:
+        bar.update(done - bar.n)
+
+    try:
+        new = distill(translator, lines, args.out, options, args.batch_size, args.chunk, progress)
+    finally:
+        bar.close()
+    print(f"{args.out}: {len(lines)} lines ({new} translated now, {len(lines) - new} before)", file=sys.stderr)
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from .data.corpus import read_parallel
     from .device import freeze_loaded_objects
@@ -437,6 +463,17 @@ def build_parser() -> argparse.ArgumentParser:
                     "source word whose attention reaches W (one-to-many; implies --align)")
     _add_search_args(tr, nbest=True)
     tr.set_defaults(func=cmd_translate)
+
+    di = sub.add_parser("distill", help="translate a training source with a teacher (a model or an ensemble), "
+                        "for a student to train on (sequence-level knowledge distillation); resumable")
+    _add_model_args(di)
+    _add_ensemble_arg(di)
+    di.add_argument("--src", required=True, help="the training source (.txt or .gz), one sentence per line")
+    di.add_argument("--out", required=True, help="the translations, one per source line (plain text); an "
+                    "existing file is continued where it ends")
+    di.add_argument("--chunk", type=_positive_int, default=2000, help="lines translated and written at a time")
+    _add_search_args(di, nbest=False)
+    di.set_defaults(func=cmd_distill, beam=5)
 
     e = sub.add_parser("evaluate", help="BLEU, chrF and exact match of a model on a test set")
     _add_model_args(e)

@@ -89,3 +89,14 @@ def test_the_example_recipes_load_and_name_their_languages_files(name, monkeypat
         if MULTI30K.exists():
             assert all((MULTI30K / Path(p).name).exists() for p in (path_src, path_tgt))
     assert cfg.model_dir == "runs/" + name.removesuffix(".yaml")
+
+
+def test_the_distilled_recipe_is_the_recipe_on_the_teachers_targets(monkeypatch):
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)
+    recipe, student = (load_config(root / "examples" / n) for n in ("multi30k.yaml", "multi30k-distilled.yaml"))
+    assert student.data.train_tgt == "data/multi30k/train.distilled.en"
+    assert student.model_dir == "runs/multi30k-distilled"
+    student.data.train_tgt, student.model_dir = recipe.data.train_tgt, recipe.model_dir
+    assert student == recipe
+    assert "seqattn distill runs/multi30k" in (root / "examples" / "multi30k-distilled.yaml").read_text()
