@@ -258,9 +258,10 @@ class Translator:
                         nbests = [[h] for h in engine.greedy(steps, src, src_len, limit, sampling=sampling,
                                                              keys=torch.tensor(keys), attention=attention,
                                                              width=batch_size)]
-                alts = [None] * len(nbests)
-                if opt.alternatives:           # the model's choices along each best output, forced
-                    alts = choices(self.model, src, src_len, [n[0].ids for n in nbests], opt.alternatives, steps)
+                    alts = [None] * len(nbests)
+                    if opt.alternatives:       # the model's choices along each best output, forced
+                        alts = choices(self.model, src, src_len, [n[0].ids for n in nbests], opt.alternatives,
+                                       steps)
                 for i, hyps, alt in zip(idx, nbests, alts):
                     results[i].extend(self._result(ids[i], h, attention, truncated[i], alt if n == 0 else None)
                                       for n, h in enumerate(hyps))
