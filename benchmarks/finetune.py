@@ -3,10 +3,13 @@ data, then fine-tuned on the rest (`train.init_from`), against one trained on al
 the same minutes.
 
 usage: python benchmarks/finetune.py --data DIR [--base-minutes 10] [--tune-minutes 5] [--part 0.5]
-                                     [--out runs/finetune]
+                                     [--split order|length] [--out runs/finetune]
 --data holds the Multi30k files (`seqattn data multi30k --dir DIR`). The recipe (examples/multi30k.yaml) is
 trained with its schedule annealed over each run's minutes (`train.decay_over: minutes`); the fine-tuning
 run starts from the base's best checkpoint with a fresh optimizer at a fifth of the recipe's learning rate.
+--split order: the base sees the first pairs of the file, fine-tuning the rest (more of the same);
+--split length: the base sees the pairs with the shortest sources, fine-tuning the longer ones (a shift),
+and test2016's sentences at least as long as the fine-tuning data's shortest are scored on their own too.
 Prints one JSON line per model and a Markdown table: test2016 BLEU and chrF, greedy and beam 5.
 """
 
@@ -52,13 +55,17 @@ def train(cfg, model_dir: Path, minutes: float, src: Path, tgt: Path, **train_ch
     return {"steps": result["step"], "best": result["best"], "minutes": result["history"][-1]["minutes"]}
 
 
-def evaluate(model_dir: Path, src: list[str], ref: list[str]) -> dict:
+def evaluate(model_dir: Path, src: list[str], ref: list[str], subset: list[int] | None = None) -> dict:
+    """Return greedy and beam-5 BLEU and chrF on (src, ref), and on the lines `subset` alone when given."""
     translator = Translator.load(model_dir)
     out = {}
     for beam in (1, 5):
         hyps = [t.text for t in translator.translate(src, options=SearchOptions(beam=beam))]
         metrics = score(hyps, ref)
         out[f"beam{beam}"] = {"bleu": metrics["bleu"], "chrf": metrics["chrf"]}
+        if subset is not None:
+            part = score([hyps[i] for i in subset], [ref[i] for i in subset])
+            out[f"beam{beam}_subset"] = {"bleu": part["bleu"], "chrf": part["chrf"]}
     return out
 
 
@@ -68,15 +75,23 @@ def main() -> int:
     ap.add_argument("--base-minutes", type=float, default=10.0)
     ap.add_argument("--tune-minutes", type=float, default=5.0)
     ap.add_argument("--part", type=float, default=0.5, help="the share of the training data the base sees")
+    ap.add_argument("--split", choices=["order", "length"], default="order",
+                    help="order: the file's first pairs, then the rest; length: the shortest sources, then the rest")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "finetune")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     cfg = reading_from(load_config(ROOT / "examples" / "multi30k.yaml"), args.data)
     src, tgt = read(Path(cfg.data.train_src)), read(Path(cfg.data.train_tgt))
     cut = int(len(src) * args.part)
+    if args.split == "length":              # a stable order by source words: the short ones first
+        order = sorted(range(len(src)), key=lambda i: len(src[i].split()))
+        src, tgt = [src[i] for i in order], [tgt[i] for i in order]
     parts = {name: (write(args.out / f"{name}.de.gz", s), write(args.out / f"{name}.en.gz", t))
              for name, s, t in (("first", src[:cut], tgt[:cut]), ("rest", src[cut:], tgt[cut:]))}
     test_src, test_ref = read(args.data / "test_2016_flickr.de.gz"), read(args.data / "test_2016_flickr.en.gz")
+    threshold = len(src[cut].split())
+    subset = [i for i, line in enumerate(test_src) if len(line.split()) >= threshold] \
+        if args.split == "length" else None
     runs = {
         "base": lambda: train(cfg, args.out / "base", args.base_minutes, *parts["first"]),
         "fine-tuned": lambda: train(cfg, args.out / "tuned", args.tune_minutes, *parts["rest"],
@@ -88,16 +103,20 @@ def main() -> int:
     for name, run in runs.items():
         summary = run()
         model_dir = args.out / {"base": "base", "fine-tuned": "tuned", "scratch": "scratch"}[name]
-        rows[name] = {**summary, **evaluate(model_dir, test_src, test_ref)}
+        rows[name] = {**summary, **evaluate(model_dir, test_src, test_ref, subset)}
         print(json.dumps({"model": name, **rows[name]}), flush=True)
-    print(f"\n{datetime.date.today()}, base {args.base_minutes:g} min on the first {cut} pairs, fine-tuned "
+    which = "shortest" if args.split == "length" else "first"
+    print(f"\n{datetime.date.today()}, base {args.base_minutes:g} min on the {which} {cut} pairs, fine-tuned "
           f"{args.tune_minutes:g} min on the other {len(src) - cut}, scratch {args.base_minutes + args.tune_minutes:g} "
           f"min on all {len(src)}")
-    print("| model | steps | test2016 greedy BLEU / chrF | beam 5 BLEU / chrF |")
-    print("|---|---|---|---|")
+    extra = "" if subset is None else f" | sources of {threshold}+ words ({len(subset)}): greedy / beam 5 BLEU"
+    print(f"| model | steps | test2016 greedy BLEU / chrF | beam 5 BLEU / chrF{extra} |")
+    print("|---|---|---|---|" + ("---|" if subset is not None else ""))
     for name, r in rows.items():
+        tail = "" if subset is None else \
+            f" | {r['beam1_subset']['bleu']:.2f} / {r['beam5_subset']['bleu']:.2f}"
         print(f"| {name} | {r['steps']} | {r['beam1']['bleu']:.2f} / {r['beam1']['chrf']:.2f} | "
-              f"{r['beam5']['bleu']:.2f} / {r['beam5']['chrf']:.2f} |")
+              f"{r['beam5']['bleu']:.2f} / {r['beam5']['chrf']:.2f}{tail} |")
     return 0
 
 
