@@ -54,8 +54,9 @@ def force(logp: np.ndarray, forced: np.ndarray | None, group: int = 1) -> np.nda
     the score as any other token's."""
     if forced is None:
         return logp
-    rows = np.flatnonzero(np.repeat(forced, group) >= 0)
-    ids = np.repeat(forced, group)[rows]
+    per_row = np.repeat(forced, group)
+    rows = np.flatnonzero(per_row >= 0)
+    ids = per_row[rows]
     out = logp.copy()
     kept = logp[rows, ids]
     out[rows] = -np.inf

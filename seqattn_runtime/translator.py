@@ -51,6 +51,7 @@ class _Pieces:
         except Exception:
             raise ExportError(f"{path}: not a valid SentencePiece model") from None
         self.keep = keep
+        self.to_view = None if keep is None else {b: i for i, b in enumerate(keep)}   # base id -> view id
 
     def __len__(self) -> int:
         return len(self.keep) if self.keep is not None else self.sp.GetPieceSize()
@@ -59,8 +60,7 @@ class _Pieces:
         """Return each line's ids (in the view's ids, a piece outside it as <unk>)."""
         if self.keep is None:
             return self.sp.Encode(lines)
-        to_view = {b: i for i, b in enumerate(self.keep)}
-        return [[to_view.get(b, UNK) for b in ids] for ids in self.sp.Encode(lines)]
+        return [[self.to_view.get(b, UNK) for b in ids] for ids in self.sp.Encode(lines)]
 
     def pieces(self, ids: list[int]) -> list[str]:
         return [self.sp.IdToPiece(self._base(i)) for i in ids]
