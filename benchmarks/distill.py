@@ -9,7 +9,8 @@ third,third2,third3`, whose minutes the table adds); --data holds the Multi30k f
 the teachers translate train.de with beam 5 as one ensemble (`seqattn distill`, resumable), then the
 student trains with the recipe on those targets. Every model is scored on test2016 (the newest test set the
 data holds): cased detokenised sacreBLEU and chrF, greedy and beam 5, sentences/s at batch 64, and
-lowercased tokenised BLEU (sacreBLEU -lc, 13a), the form published Multi30k results use. --lines and
+lowercased tokenised BLEU (sacreBLEU -lc, 13a), the form published Multi30k results use; the figures go to
+benchmarks/results/distill_<date>.json and a Markdown table is printed. --lines and
 --student-minutes cut the run down (the first N training lines; the student's minutes) to try it out.
 """
 
@@ -101,6 +102,10 @@ def main() -> int:
     for name, (translator, minutes) in rows.items():
         results[name] = {"cpu_minutes": minutes, **evaluate(translator, test_src, test_ref)}
         print(json.dumps({"model": name, **results[name]}), flush=True)
+    out = ROOT / "benchmarks" / "results" / f"distill_{datetime.date.today()}.json"
+    out.write_text(json.dumps({"date": str(datetime.date.today()), "lines": len(lines),
+                               "distill_minutes": distill_minutes, "teachers": [str(t) for t in args.teachers],
+                               "models": results}, indent=1) + "\n", encoding="utf-8")
     print(f"\n{datetime.date.today()}, test2016 ({len(test_src)} sentences), batch 64; distilling "
           f"{len(lines)} lines took {distill_minutes:.1f} min")
     print("| model | minutes (all steps) | greedy BLEU / chrF / -lc | beam 5 BLEU / chrF / -lc | "

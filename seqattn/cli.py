@@ -98,7 +98,8 @@ def _search_options(args):
     return SearchOptions(beam=args.beam, nbest=args.nbest, alpha=args.alpha, sample=args.sample,
                          temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                          num_samples=args.num_samples, seed=args.seed,
-                         coverage_penalty=args.coverage_penalty).check()
+                         coverage_penalty=args.coverage_penalty, stopping=args.stopping,
+                         patience=args.patience).check()
 
 
 def _add_search_args(p: argparse.ArgumentParser, nbest: bool) -> None:
@@ -109,7 +110,13 @@ def _add_search_args(p: argparse.ArgumentParser, nbest: bool) -> None:
     g.add_argument("--coverage-penalty", type=float, default=0.0, metavar="BETA", help="GNMT's coverage penalty "
                    "for beam search: each finished output's score gains BETA * sum_i log(min(attention source "
                    "position i received, 1)), favouring outputs that attend to every source word (0: off). The "
-                   "stopping rule stays exact, the penalty being never positive; decoded by the plain search")
+                   "exact stopping bound stays exact, the penalty being never positive; decoded by the plain search")
+    g.add_argument("--stopping", default=None, metavar="MODE", help="when beam search ends a sentence before "
+                   "its length limit: exact (when no alive hypothesis can still enter the n-best), heuristic (when "
+                   "the n-best beat the best alive hypothesis as if it ended now, Hugging Face's default) or "
+                   "patience (at --patience x --beam finished hypotheses); default: the model's decode.stopping")
+    g.add_argument("--patience", type=float, default=None, help="with --stopping patience: the factor "
+                   "(default: the model's decode.patience, 1.0)")
     g.add_argument("--sample", action="store_true", help="sample instead of searching")
     g.add_argument("--temperature", type=float, default=1.0)
     g.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (0: all)")

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from seqattn_runtime.rules import STOPPING
+
 from .errors import SeqattnError
 
 
@@ -83,6 +85,15 @@ class TrainConfig:
 
 
 @dataclass
+class DecodeConfig:
+    """How `translate`, `serve` and an export decode by default (the command line and requests may say
+    otherwise)."""
+
+    stopping: Literal[STOPPING] = "exact"   # when beam search ends a sentence (`seqattn_runtime.rules.Stopping`)
+    patience: float = 1.0             # stopping 'patience': end at patience x beam finished hypotheses
+
+
+@dataclass
 class Config:
     """The whole configuration of a run."""
 
@@ -90,6 +101,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
 
     def validate(self, where: str = "config") -> Config:
         """Return self after cross-field checks; raise SeqattnError naming the key."""
@@ -107,7 +119,7 @@ class Config:
                     "model.enc_hidden_size": m.enc_hidden_size, "model.dec_hidden_size": m.dec_hidden_size,
                     "model.layers": m.layers, "train.batch_tokens": t.batch_tokens, "train.lr": t.lr,
                     "train.valid_every": t.valid_every, "train.log_every": t.log_every,
-                    "train.max_output_ratio": t.max_output_ratio}
+                    "train.max_output_ratio": t.max_output_ratio, "decode.patience": self.decode.patience}
         for key, value in positive.items():
             if value <= 0:
                 raise SeqattnError(f"{where}: {key} must be > 0, got {value}")

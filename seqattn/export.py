@@ -33,6 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from seqattn_runtime.rules import EXACT, Stopping
+
 from .checkpoint import atomic_write
 from .data.batching import pad_sources
 from .data.tokenizer import SOS
@@ -156,10 +158,12 @@ def _sample_inputs(model: Seq2Seq, io: _Interface, lengths: list[int], beams: in
 
 @torch.no_grad()
 def export(model: Seq2Seq, tokenizer_files: list[Path], out: Path, max_len: int, max_output_ratio: float,
-           langs: tuple[str | None, str | None] = (None, None), quantize: str | None = None) -> dict:
+           langs: tuple[str | None, str | None] = (None, None), quantize: str | None = None,
+           stopping: Stopping = EXACT) -> dict:
     """Write the ONNX export of model (plain, on the CPU) into out with the tokenizer files; check it;
     return seqattn.json's content plus the largest difference found against PyTorch ("max_diff").
-    max_len, max_output_ratio: the model's data.max_len and train.max_output_ratio; langs: its languages.
+    max_len, max_output_ratio: the model's data.max_len and train.max_output_ratio; langs: its languages;
+    stopping: the beam search's stopping rule the runtime uses by default (the model's decode section).
     quantize="int8": after the float32 export has passed its check, ONNX Runtime's dynamic quantization
     stores the weights of the matrix products and LSTMs (not GRUs) as int8: about a quarter of the size and
     4x faster one sentence at a time on Multi30k; outputs no longer equal PyTorch's float32 ones (max_diff
@@ -202,7 +206,7 @@ def export(model: Seq2Seq, tokenizer_files: list[Path], out: Path, max_len: int,
             "attention": model.cfg.attention, "input_feeding": model.cfg.input_feeding,
             "dec_hidden_size": model.decoder.hidden_size, "src_vocab": model.encoder.embed.num_embeddings,
             "tgt_vocab": model.decoder.out.out_features, "max_len": max_len, "max_output_ratio": max_output_ratio,
-            "src_lang": langs[0], "tgt_lang": langs[1],
+            "stopping": stopping.mode, "patience": stopping.patience, "src_lang": langs[0], "tgt_lang": langs[1],
             "tokenizers": [f.name for f in tokenizer_files], "encoder_outputs": io.encoder_outputs(),
             "step_inputs": steps_in, "step_outputs": io.step_outputs()}
     diff = check(model, out)
@@ -239,7 +243,7 @@ def export_model_dir(model_dir: str | Path, out: str | Path, checkpoint: str | N
     model, cfg, _ = _load_model(model_dir, checkpoint, torch.device("cpu"), None, fast=False)
     langs = (cfg.data.src_lang, cfg.data.tgt_lang)
     return export(model, tokenizer_files(model_dir), out, cfg.data.max_len, cfg.train.max_output_ratio, langs,
-                  quantize)
+                  quantize, Stopping(cfg.decode.stopping, cfg.decode.patience))
 
 
 def tokenizer_files(model_dir: Path) -> list[Path]:

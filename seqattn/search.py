@@ -1,5 +1,5 @@
 """Decoding the model from <sos> to <eos>: the plain search (`seqattn_runtime.search`: greedy, sampling,
-beam search with the exact stopping rule, n-best) over the model's own `encode` and `step`.
+beam search with the exact or a bounded stopping rule, n-best) over the model's own `encode` and `step`.
 
 This is the reference: one readable search, the same that decodes an ONNX export without torch, with the
 rules of `seqattn_runtime.rules`. `Translator` decodes with the engine (`seqattn.fast.search`), which
@@ -14,14 +14,14 @@ import numpy as np
 import torch
 
 from seqattn_runtime import search as plain
-from seqattn_runtime.rules import Hypothesis, length_penalty
+from seqattn_runtime.rules import EXACT, Hypothesis, Stopping, length_penalty
 from seqattn_runtime.rules import max_lengths as _max_lengths
 from seqattn_runtime.search import Sampling
 
 from .model.seq2seq import Encoded, Seq2Seq
 
-__all__ = ["Hypothesis", "Sampling", "Steps", "beam_search", "choices", "greedy", "length_penalty", "max_lengths",
-           "select"]
+__all__ = ["Hypothesis", "Sampling", "Steps", "Stopping", "beam_search", "choices", "greedy", "length_penalty",
+           "max_lengths", "select"]
 
 
 class Steps(Protocol):
@@ -127,12 +127,12 @@ def greedy(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_len: to
 def beam_search(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_len: torch.Tensor, beam: int,
                 alpha: float = 0.0, nbest: int = 1, attention: bool = True,
                 steps: Steps | None = None, prefixes: list[list[int]] | None = None,
-                coverage: float = 0.0) -> list[list[Hypothesis]]:
+                coverage: float = 0.0, stopping: Stopping = EXACT) -> list[list[Hypothesis]]:
     """Return the nbest hypotheses of each sentence of src (best first): `seqattn_runtime.search.beam_search`
     of width beam over the model's steps (or `steps`'), each starting with its prefix when given, with
-    coverage penalty beta `coverage`."""
+    coverage penalty beta `coverage`, stopping as `stopping` says."""
     return plain.beam_search(ModelSteps(steps or model, src, src_len), max_len.numpy(), src_len.numpy(), beam,
-                             alpha, nbest, attention, prefixes, coverage)
+                             alpha, nbest, attention, prefixes, coverage, stopping)
 
 
 @torch.no_grad()

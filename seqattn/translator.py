@@ -20,7 +20,7 @@ from .errors import SeqattnError
 from .fast import Decoding, accelerate
 from .fast import search as engine
 from .model.seq2seq import Seq2Seq
-from .search import Sampling, choices, max_lengths
+from .search import Sampling, Stopping, choices, max_lengths
 from .search import beam_search as plain_beam_search
 from .search import greedy as plain_greedy
 
@@ -59,6 +59,8 @@ class SearchOptions:
     seed: int | None = None
     coverage_penalty: float = 0.0   # GNMT's beta (beam search; 0: off)
     alternatives: int = 0           # with the best output, the k most likely pieces at each of its positions
+    stopping: str | None = None     # beam search's stopping rule (`rules.Stopping`); None: the model's decode.stopping
+    patience: float | None = None   # stopping 'patience': its factor; None: the model's decode.patience
 
     def check(self) -> SearchOptions:
         """Return self; raise SeqattnError naming the option that is out of range."""
@@ -80,6 +82,14 @@ class SearchOptions:
             raise SeqattnError(f"--coverage-penalty must be >= 0 and needs --beam > 1, got {self.coverage_penalty} "
                                f"with --beam {self.beam}")
         return self
+
+    def stopping_rule(self, default: Stopping) -> Stopping:
+        """Return the beam search's stopping rule: default (the model's) changed by these options; raise
+        SeqattnError naming the option that is out of range."""
+        try:
+            return default.given(self.stopping, self.patience)
+        except ValueError as e:
+            raise SeqattnError(f"--{e}") from None
 
 
 def build_model(cfg: Config, tokenizers: Tokenizers, initialise: bool = True) -> Seq2Seq:
@@ -187,6 +197,11 @@ class Translator:
         translator._decoding()   # derived once here, so that a loaded Translator is ready to decode
         return translator
 
+    @property
+    def stopping(self) -> Stopping:
+        """The beam search's stopping rule when the options do not say: the model's decode section's."""
+        return Stopping(self.cfg.decode.stopping, self.cfg.decode.patience)
+
     def info(self) -> dict:
         """Return what `GET /info` tells of the model: config, languages, vocabularies, device, ensemble."""
         return {"model": dict(vars(self.cfg.model)), "src_lang": self.cfg.data.src_lang,
@@ -210,6 +225,7 @@ class Translator:
         An empty or blank line (no source pieces) is not decoded: its one result (each sample, when
         sampling) is the empty output, with score 0 and no attention rows."""
         opt = (options or SearchOptions()).check()
+        stopping = opt.stopping_rule(self.stopping)
         if opt.coverage_penalty and self.model.decoder.attention is None:
             raise SeqattnError("--coverage-penalty needs a model with attention (this one has model.attention: none)")
         if prefixes is not None and len(prefixes) != len(lines):
@@ -246,14 +262,14 @@ class Translator:
                         if opt.beam > 1:
                             nbests = plain_beam_search(self.model, src, src_len, limit, opt.beam, opt.alpha,
                                                        opt.nbest, attention, steps, part_prefixes,
-                                                       opt.coverage_penalty)
+                                                       opt.coverage_penalty, stopping)
                         else:
                             nbests = [[h] for h in plain_greedy(self.model, src, src_len, limit, sampling=sampling,
                                                                 keys=keys, attention=attention, steps=steps,
                                                                 prefixes=part_prefixes)]
                     elif opt.beam > 1:
                         nbests = engine.beam_search(steps, src, src_len, limit, opt.beam, opt.alpha, opt.nbest,
-                                                    attention=attention, width=batch_size)
+                                                    attention=attention, width=batch_size, stopping=stopping)
                     else:
                         nbests = [[h] for h in engine.greedy(steps, src, src_len, limit, sampling=sampling,
                                                              keys=torch.tensor(keys), attention=attention,

@@ -47,7 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=None, help="seed for reproducible sampling (seqattn's draws)")
     t.add_argument("--num-samples", type=int, default=1, help="samples per input (with --sample)")
     t.add_argument("--coverage-penalty", type=float, default=0.0, metavar="BETA", help="GNMT coverage penalty "
-                   "for beam search (0: off); the stopping rule stays exact")
+                   "for beam search (0: off); the exact stopping bound stays exact")
+    t.add_argument("--stopping", metavar="MODE", help="when beam search ends a sentence: exact, heuristic or "
+                   "patience (`seqattn translate --help` says how each decides); default: the export's")
+    t.add_argument("--patience", type=float, default=None, help="with --stopping patience: the factor "
+                   "(default: the export's)")
     t.add_argument("--prefix", metavar="FILE", help="target prefixes, one per input line (empty: none), forced")
     t.add_argument("--align", action="store_true", help="append a TAB and each output's word alignment from the "
                    "attention (Pharaoh i-j)")
@@ -73,6 +77,10 @@ def translate(args) -> int:
         raise SystemExit("seqattn-runtime: error: --sample needs --beam 1, --temperature > 0, --top-k >= 0, "
                          "0 < --top-p <= 1 and --num-samples >= 1")
     runtime = Runtime(args.export_dir, threads=args.threads)
+    try:
+        stopping = runtime.stopping.given(args.stopping, args.patience)
+    except ValueError as e:
+            raise SystemExit(f"seqattn-runtime: error: --{e}") from None
     lines = _lines(args.input)
     prefixes = None if args.prefix is None else _lines(args.prefix)
     if prefixes is not None and len(prefixes) != len(lines):
@@ -82,7 +90,7 @@ def translate(args) -> int:
     sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed) if args.sample else None
     results = runtime.translate_n(lines, args.beam, args.nbest, args.alpha, args.batch_size,
                                   bool(args.attention) or align, sampling, args.num_samples, prefixes,
-                                  args.coverage_penalty)
+                                  args.coverage_penalty, stopping=stopping)
     for n, outs in enumerate(results, 1):
         if outs and outs[0].truncated:
             print(f"seqattn-runtime: warning: input line {n} is longer than the model's {runtime.meta['max_len']} "

@@ -1,5 +1,6 @@
 """The rules of decoding, written once: special ids, output limits, target prefixes, the length and
-coverage penalties, the order of finished hypotheses, the exact stopping bound and the sampling draw.
+coverage penalties, the order of finished hypotheses, when beam search stops (the exact bound and the
+bounded heuristics) and the sampling draw.
 
 numpy only, no torch: `seqattn_runtime` decodes exports with them and `seqattn` decodes its models with
 them (`seqattn.search`, `seqattn.fast.search`), so a rule changed here changes every path.
@@ -7,6 +8,7 @@ them (`seqattn.search`, `seqattn.fast.search`), so a rule changed here changes e
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -108,6 +110,57 @@ def cannot_improve(finished: list[Hypothesis], nbest: int, best_alive: float, le
         return True
     reach = max(length_penalty(length + 1, alpha), length_penalty(limit, alpha))
     return finished[nbest - 1].score >= best_alive / reach
+
+
+STOPPING = ("exact", "heuristic", "patience")
+
+
+@dataclass(frozen=True)
+class Stopping:
+    """When beam search ends a sentence before its length limit (`done`).
+
+    exact      no alive hypothesis can still enter the nbest (`cannot_improve`): what a search of this width
+               finds when every hypothesis is followed as far as it could matter (the default);
+    heuristic  the nbest-th finished hypothesis scores at least the best alive one's score divided by the
+               length penalty at its current length, as if it ended now (Hugging Face's default rule);
+    patience   at least max(nbest, ceil(patience x beam)) hypotheses have finished, whatever their scores
+               (patience 1: the fairseq/OpenNMT-py habit of stopping at `beam` finished ones).
+    """
+
+    mode: str = "exact"
+    patience: float = 1.0
+
+    def __post_init__(self):
+        if self.mode not in STOPPING:
+            raise ValueError(f"stopping must be one of {', '.join(STOPPING)}, got {self.mode!r}")
+        if not self.patience > 0:
+            raise ValueError(f"patience must be > 0, got {self.patience}")
+
+    def given(self, mode: str | None, patience: float | None) -> Stopping:
+        """Return this default changed by what a user gave (None: not given); ValueError names the option
+        that does not fit (a patience factor for another mode)."""
+        mode = mode or self.mode
+        if patience is not None and mode != "patience":
+            raise ValueError(f"patience needs stopping 'patience' (the stopping here is {mode!r})")
+        return Stopping(mode, self.patience if patience is None else patience)
+
+    def done(self, finished: list[Hypothesis], ended: int, nbest: int, beam: int, best_alive: float, length: int,
+             limit: int, alpha: float) -> bool:
+        """Return whether a sentence's search ends here. finished: its kept hypotheses (best first, at most
+        nbest); ended: how many of its hypotheses have reached <eos> so far (kept or not); best_alive: the
+        raw score of its best alive hypothesis, which has `length` tokens; limit: its output limit."""
+        if self.mode == "exact":
+            return cannot_improve(finished, nbest, best_alive, length, limit, alpha)
+        if len(finished) < nbest:
+            return False
+        if best_alive == float("-inf"):
+            return True
+        if self.mode == "heuristic":
+            return finished[nbest - 1].score >= best_alive / length_penalty(max(length, 1), alpha)
+        return ended >= max(nbest, math.ceil(self.patience * beam - 1e-9))
+
+
+EXACT = Stopping()
 
 
 def filter_logits(x: np.ndarray, top_k: int = 0, top_p: float = 1.0) -> np.ndarray:

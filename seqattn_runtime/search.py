@@ -1,9 +1,9 @@
-"""Decoding from <sos> to <eos>: greedy, sampling and beam search (exact stopping, n-best), in numpy.
+"""Decoding from <sos> to <eos>: greedy, sampling and beam search (n-best, exact or bounded stopping), in numpy.
 
 This is the plain search, written once: `seqattn_runtime` decodes an export with it, and `seqattn`
 decodes its PyTorch model with it (`seqattn.search`), the reference that seqattn's faster engine
 (`seqattn.fast.search`) is tested against. The rules it follows (ids, limits, length penalty, order of
-finished hypotheses, stopping bound, sampling draw) are `rules.py`'s.
+finished hypotheses, stopping, sampling draw) are `rules.py`'s.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ import numpy as np
 
 from .rules import (
     EOS,
+    EXACT,
     SOS,
     Hypothesis,
-    cannot_improve,
+    Stopping,
     coverage_penalty,
     draw,
     enters,
@@ -119,15 +120,16 @@ def greedy(steps: Steps, limits: np.ndarray, src_len: np.ndarray, attention: boo
 
 def beam_search(steps: Steps, limits: np.ndarray, src_len: np.ndarray, beam: int, alpha: float = 0.0,
                 nbest: int = 1, attention: bool = True, prefixes: list[list[int]] | None = None,
-                coverage: float = 0.0) -> list[list[Hypothesis]]:
+                coverage: float = 0.0, stopping: Stopping = EXACT) -> list[list[Hypothesis]]:
     """Return the nbest hypotheses of each of the b sentences (best first): beam search of width beam.
 
     Each step every sentence's `beam` hypotheses are extended by every id. A candidate that ends in <eos>
     among its sentence's `beam` best is finished, with score log p / length_penalty(length, alpha)
     (`rules.keep`: the sentence keeps its nbest best); the `beam` best that do not end go on. A sentence
-    is done when no alive hypothesis can still enter its nbest (`rules.cannot_improve`) or at its limit,
-    where the alive ones end unfinished: the result is what this search of width `beam` finds when every
-    hypothesis is followed as far as it could matter. With beam 1 and alpha 0 this is greedy search.
+    is done when `stopping` says so (`rules.Stopping.done`; exact: no alive hypothesis can still enter its
+    nbest, so the result is what this search of width `beam` finds when every hypothesis is followed as
+    far as it could matter) or at its limit, where the alive ones end unfinished. With beam 1 and alpha 0
+    this is greedy search.
     prefixes (b lists of ids, or None): while a sentence's prefix lasts, its one hypothesis takes the
     prefix's next id (`rules.force`); the beam opens after it, and scores count the prefix.
     coverage (beta > 0): each finished hypothesis' score gains `rules.coverage_penalty` of the attention its
@@ -151,16 +153,18 @@ def beam_search(steps: Steps, limits: np.ndarray, src_len: np.ndarray, beam: int
     history = np.zeros((b * k, 0), np.int64)                  # each row's ids so far
     att_hist: np.ndarray | None = None                        # rows x steps x src_len
     finished: list[list[Hypothesis]] = [[] for _ in range(b)]
+    ended = [0] * b                                           # each sentence's hypotheses that reached <eos>
     covered: np.ndarray | None = None                         # rows x src_len: attention received so far
 
-    def finish(sent: int, row: int, logp: float, ended: bool, received: np.ndarray | None) -> None:
-        length = history.shape[1] + (1 if ended else 0)
+    def finish(sent: int, row: int, logp: float, ended_here: bool, received: np.ndarray | None) -> None:
+        length = history.shape[1] + (1 if ended_here else 0)
         score = float(logp) / length_penalty(length, alpha)
         if coverage:
             score += coverage_penalty(received[: src_len[sent]], coverage)
+        ended[sent] += ended_here
         if enters(finished[sent], score, nbest):
             att = None if att_hist is None else att_hist[row, :length, : src_len[sent]].copy()
-            keep(finished[sent], Hypothesis(history[row].tolist(), score, att, ended), nbest)
+            keep(finished[sent], Hypothesis(history[row].tolist(), score, att, ended_here), nbest)
 
     t = 0
     while len(sents):
@@ -200,7 +204,7 @@ def beam_search(steps: Steps, limits: np.ndarray, src_len: np.ndarray, beam: int
         t += 1
         decoding = []
         for i, sent in enumerate(sents):
-            if cannot_improve(finished[sent], nbest, float(scores[i, 0]), t, int(limits[sent]), alpha):
+            if stopping.done(finished[sent], ended[sent], nbest, k, float(scores[i, 0]), t, int(limits[sent]), alpha):
                 continue
             if t >= limits[sent]:                             # out of length: the best alive end here
                 for j in range(k):

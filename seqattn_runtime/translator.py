@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .rules import EOS, PAD, UNK, max_lengths
+from .rules import EOS, PAD, UNK, Stopping, max_lengths
 from .search import Sampling, beam_search, choices, greedy
 
 FORMAT, VERSION = "seqattn-onnx", 1
@@ -101,6 +101,10 @@ class Runtime:
         missing = [k for k in REQUIRED if k not in meta]
         if missing:
             raise ExportError(f"{meta_path}: missing key {missing[0]!r}")
+        try:   # beam search's stopping rule by default (exports before it: exact)
+            self.stopping = Stopping(meta.get("stopping", "exact"), float(meta.get("patience", 1.0)))
+        except (TypeError, ValueError) as e:
+            raise ExportError(f"{meta_path}: {e}") from None
         names = meta["tokenizers"]
         if "spm.model" in names:
             self.src = _Pieces(d / "spm.model")
@@ -134,13 +138,14 @@ class Runtime:
     def translate_n(self, lines: list[str], beam: int = 1, nbest: int = 1, alpha: float = 1.0, batch_size: int = 64,
                     attention: bool = False, sampling: Sampling | None = None, num_samples: int = 1,
                     prefixes: list[str] | None = None, coverage: float = 0.0,
-                    alternatives: int = 0) -> list[list[Translation]]:
+                    alternatives: int = 0, stopping: Stopping | None = None) -> list[list[Translation]]:
         """Return each line's n-best list (greedy: beam 1, or beam search) or its num_samples samples
         (sampling, greedy only: sample j of line i draws with key i * num_samples + j), sentences sorted by
         length and decoded batch_size at a time; prefixes (one per line, "" for none): each output starts
         with its line's prefix, forced (`rules.force`); coverage: beam search's coverage penalty beta;
         alternatives: with each best output, the k likeliest pieces at each of its positions
-        (`search.choices`). An empty or blank line gives the empty output, not decoded."""
+        (`search.choices`); stopping: beam search's stopping rule (None: the export's, `self.stopping`). An
+        empty or blank line gives the empty output, not decoded."""
         if beam < 1 or not 1 <= nbest <= beam:
             raise ValueError(f"need beam >= 1 and 1 <= nbest <= beam, got beam {beam}, nbest {nbest}")
         if sampling is not None and beam > 1:
@@ -162,7 +167,8 @@ class Runtime:
             keys = np.array([i * copies + j for i, j in part], np.int64)
             batch = [ids[i] for i, _ in part]
             hyps = self._decode(batch, beam, nbest, alpha, attention, sampling, keys,
-                                None if forced is None else [forced[i] for i, _ in part], coverage)
+                                None if forced is None else [forced[i] for i, _ in part], coverage,
+                                stopping or self.stopping)
             alts = choices(_ExportSteps(self, *_pad(batch)), [nb[0].ids for nb in hyps], alternatives) \
                 if alternatives else [None] * len(hyps)
             for (i, _), nb, alt in zip(part, hyps, alts):
@@ -172,13 +178,14 @@ class Runtime:
 
     def _decode(self, batch: list[list[int]], beam: int, nbest: int, alpha: float, attention: bool,
                 sampling: Sampling | None, keys: np.ndarray, prefixes: list[list[int]] | None = None,
-                coverage: float = 0.0):
+                coverage: float = 0.0, stopping: Stopping | None = None):
         src, src_len = _pad(batch)
         steps = _ExportSteps(self, src, src_len)
         limits = max_lengths(src_len, self.meta["max_output_ratio"])
         if beam == 1:
             return [[h] for h in greedy(steps, limits, src_len, attention, sampling, keys, prefixes)]
-        return beam_search(steps, limits, src_len, beam, alpha, nbest, attention, prefixes, coverage)
+        return beam_search(steps, limits, src_len, beam, alpha, nbest, attention, prefixes, coverage,
+                           stopping or self.stopping)
 
     def _result(self, src_ids: list[int], hyp, attention: bool, truncated: bool, alternatives=None) -> Translation:
         text = self.tgt.decode(hyp.ids)

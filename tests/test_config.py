@@ -42,6 +42,11 @@ def test_wrong_types_and_choices():
     assert cfg(train={"lr": 1}).train.lr == 1.0  # ints are fine where floats are expected
     with pytest.raises(SeqattnError, match=r"model must be a mapping"):
         cfg(model=[1, 2])
+    with pytest.raises(SeqattnError, match=r"decode.stopping must be one of exact, heuristic, patience; got 'early'"):
+        cfg(decode={"stopping": "early"})
+    with pytest.raises(SeqattnError, match=r"decode.patience must be > 0, got 0"):
+        cfg(decode={"stopping": "patience", "patience": 0})
+    assert cfg(decode={"stopping": "patience", "patience": 2}).decode.patience == 2.0
 
 
 def test_cross_field_checks():

@@ -1,6 +1,7 @@
 """Controlled decoding: target prefixes (forced, then searched) and word alignments from attention, through
 the search, the Translator, the CLI, the HTTP API and the torch-free runtime."""
 
+import shutil
 import subprocess
 import sys
 
@@ -14,6 +15,7 @@ from test_search import random_model, sources
 
 from seqattn.config import load_config
 from seqattn.data.batching import pad_sources
+from seqattn.errors import SeqattnError
 from seqattn.search import Sampling, beam_search, greedy, max_lengths
 from seqattn.serve.app import create_app
 from seqattn.serve.runtime import RuntimeTranslator
@@ -269,3 +271,66 @@ def test_alternatives_are_the_models_choices_along_its_output_in_the_api_and_the
     assert [[t for t, _ in pos] for pos in got.alternatives] == [[t for t, _ in pos] for pos in best.alternatives]
     assert np.allclose([[p for _, p in pos] for pos in got.alternatives],
                        [[p for _, p in pos] for pos in best.alternatives], atol=1e-4)
+
+
+def test_stopping_rules_through_the_translator_config_cli_api_and_runtime(trained, tmp_path):
+    """Each rule reaches every path: the Translator (engine) equals the plain search with that rule; the
+    model's decode section is the default; an export carries it to the runtime; the CLIs and the API take
+    --stopping / --patience / stopping, and refuse what does not fit with one line."""
+    pytest.importorskip("onnxruntime")
+    from seqattn.config import DecodeConfig, save_config
+    from seqattn.export import export_model_dir
+    from seqattn.search import Stopping
+    from seqattn_runtime import Runtime
+
+    translator, pairs, tmp = trained
+    lines = [s for s, _ in pairs[:12]]
+    src, src_len = pad_sources(translator.tok.src.encode(lines))
+    limits = max_lengths(src_len, translator.cfg.train.max_output_ratio)
+    got = {}
+    for mode, patience in (("exact", None), ("heuristic", None), ("patience", 0.5)):
+        got[mode] = translator.translate_n(lines, options=SearchOptions(beam=3, nbest=2, stopping=mode,
+                                                                        patience=patience))
+        want = beam_search(translator.model, src, src_len, limits, 3, 1.0, 2, stopping=Stopping(mode, patience or 1))
+        for g_list, w_list in zip(got[mode], want):
+            assert [g.text for g in g_list] == [translator.tok.tgt.decode(w.ids) for w in w_list]
+            assert [g.score for g in g_list] == pytest.approx([w.score for w in w_list], abs=1e-5)
+    scores = lambda results: [g.score for g_list in results for g in g_list]   # noqa: E731
+    assert scores(got["patience"]) != pytest.approx(scores(got["exact"]), abs=1e-5)   # the rule reached the search
+    assert translator.stopping == Stopping()
+    shutil.copytree(tmp / "model", tmp_path / "patient")                    # a model whose config says patience
+    cfg = load_config(tmp_path / "patient" / "config.yaml")
+    cfg.decode = DecodeConfig("patience", 0.5)
+    save_config(cfg, tmp_path / "patient" / "config.yaml")
+    patient = Translator.load(tmp_path / "patient", device="cpu")
+    assert scores(patient.translate_n(lines, options=SearchOptions(beam=3, nbest=2))) == \
+        pytest.approx(scores(got["patience"]), abs=1e-5)
+    with pytest.raises(SeqattnError, match="--patience needs stopping 'patience' .the stopping here is 'exact'"):
+        patient.translate(lines, options=SearchOptions(beam=3, stopping="exact", patience=2.0))
+    export_model_dir(tmp_path / "patient", tmp_path / "export")
+    runtime = Runtime(tmp_path / "export")
+    assert runtime.stopping == Stopping("patience", 0.5)
+    assert scores(runtime.translate_n(lines, 3, 2)) == pytest.approx(scores(got["patience"]), abs=1e-4)
+    assert scores(runtime.translate_n(lines, 3, 2, stopping=Stopping("heuristic"))) == \
+        pytest.approx(scores(got["heuristic"]), abs=1e-4)
+    (tmp_path / "in.txt").write_text("".join(f"{s}\n" for s in lines))
+    best = [g_list[0].text for g_list in got["heuristic"]]
+    proc = run("translate", tmp / "model", "--input", tmp_path / "in.txt", "--beam", "3", "--stopping", "heuristic")
+    assert proc.returncode == 0 and proc.stdout.splitlines() == best, proc.stderr
+    rt = [sys.executable, "-m", "seqattn_runtime.cli", "translate", str(tmp_path / "export"), "--input",
+          str(tmp_path / "in.txt"), "--beam", "3"]
+    proc = subprocess.run(rt + ["--stopping", "heuristic"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.splitlines() == best, proc.stderr
+    for bad, message in ((["--stopping", "early"], "--stopping must be one of exact, heuristic, patience, got 'early'"),
+                         (["--stopping", "heuristic", "--patience", "2"], "--patience needs stopping 'patience'"),
+                         (["--stopping", "patience", "--patience", "0"], "--patience must be > 0, got 0.0")):
+        assert_one_line_error(run("translate", tmp / "model", "--input", tmp_path / "in.txt", "--beam", "3", *bad),
+                              message)
+        proc = subprocess.run(rt + bad, capture_output=True, text=True)
+        assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1
+        assert proc.stderr.startswith(f"seqattn-runtime: error: {message}")
+    client = TestClient(create_app(translator))
+    answer = client.post("/translate", json={"texts": lines, "beam": 3, "stopping": "heuristic"}).json()
+    assert [t["translation"] for t in answer["translations"]] == best
+    for body in ({"text": lines[0], "beam": 3, "stopping": "early"}, {"text": lines[0], "beam": 3, "patience": 2}):
+        assert client.post("/translate", json=body).status_code == 422

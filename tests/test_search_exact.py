@@ -13,7 +13,7 @@ from seqattn.config import ModelConfig, load_config
 from seqattn.data.tokenizer import EOS, SOS
 from seqattn.fast import search as engine
 from seqattn.model.seq2seq import Encoded, Seq2Seq
-from seqattn.search import beam_search, greedy, length_penalty
+from seqattn.search import Stopping, beam_search, greedy, length_penalty
 from seqattn.train import Trainer
 from seqattn.translator import SearchOptions, Translator
 
@@ -26,13 +26,18 @@ def tiny_model(att="dot", feed=False, rnn="lstm", layers=1, tgt_vocab=12, seed=7
 
 
 @torch.no_grad()
-def reference_beam(model, src_ids: list[int], limit: int, k: int, alpha: float, nbest: int, beta: float = 0.0):
-    """Return the nbest (ids, score, finished) of one sentence: a beam of width k run to the length limit,
-    without any early stop, its hypotheses in Python lists.
+def reference_beam(model, src_ids: list[int], limit: int, k: int, alpha: float, nbest: int, beta: float = 0.0,
+                   stopping: str = "exact", patience: float = 1.0):
+    """Return the nbest (ids, score, finished) of one sentence: a beam of width k run to the length limit
+    (stopping 'exact': without any early stop, which finds what the exact bound finds), its hypotheses in
+    Python lists.
 
     Each step ranks every continuation of every alive hypothesis; those among the k best that end in
     <eos> finish (score / length penalty, plus beta * sum_i log(min(attention source position i received,
-    1)) when beta > 0), the k best that do not end go on; at the limit the alive ones end unfinished."""
+    1)) when beta > 0), the k best that do not end go on; at the limit the alive ones end unfinished.
+    stopping 'heuristic' ends the search after a step where the nbest-th finished score reaches the best
+    alive one's raw score / length penalty of its length; 'patience' once max(nbest, ceil(patience x k))
+    hypotheses have finished."""
     enc = model.encode(torch.tensor([src_ids]), torch.tensor([len(src_ids)]))
     state = enc.state
     feed = torch.zeros(1, model.decoder.hidden_size) if model.decoder.input_feeding else None
@@ -59,6 +64,12 @@ def reference_beam(model, src_ids: list[int], limit: int, k: int, alpha: float, 
         candidates.sort(key=lambda c: -c[0])
         finished += [(c[1][:-1], final(c[0], len(c[1]), c[3]), True) for c in candidates[:k] if c[1][-1] == EOS]
         alive = [c for c in candidates if c[1][-1] != EOS][:k]
+        ranked = sorted(finished, key=lambda h: -h[1])
+        if stopping == "heuristic" and len(ranked) >= nbest and \
+                ranked[nbest - 1][1] >= alive[0][0] / length_penalty(len(alive[0][1]), alpha):
+            return ranked[:nbest]
+        if stopping == "patience" and len(finished) >= max(nbest, math.ceil(patience * k)):
+            return ranked[:nbest]
     finished += [(ids, final(score, limit, cov), False) for score, ids, _, cov in alive]
     return sorted(finished, key=lambda h: -h[1])[:nbest]
 
@@ -96,6 +107,41 @@ def test_the_coverage_penalty_is_the_reference_searchs_and_stays_exact(att, feed
     assert changed > 0                                            # the penalty changes some choices
     with pytest.raises(ValueError, match="needs a model with attention"):
         beam_search(tiny_model("none"), src, src_len, limit, beam=2, coverage=0.5)
+
+
+@pytest.mark.parametrize("stopping,patience", [("heuristic", 1.0), ("patience", 1.0), ("patience", 0.5),
+                                               ("patience", 2.0)])
+def test_each_bounded_stopping_rule_is_the_reference_searchs(stopping, patience):
+    """The bounded rules end a sentence where the reference, which applies them by hand after each step,
+    ends it: the plain search and the engine (refilling 3 rows) find the same n-best, and none scores above
+    exact's best (that they can score below it: `test_patience_one_stops_at_the_weak_beams...`)."""
+    model = tiny_model("dot", False, "lstm", 1)
+    src, src_len, limit = sources(12, seed=17)
+    rule = Stopping(stopping, patience)
+    for k, alpha in itertools.product((2, 5), (0.0, 1.0)):
+        exact = beam_search(model, src, src_len, limit, beam=k, alpha=alpha)
+        for nbest, width in ((1, 0), (2, 3)):
+            for got in (beam_search(model, src, src_len, limit, beam=k, alpha=alpha, nbest=nbest, stopping=rule),
+                        engine.beam_search(model, src, src_len, limit, beam=k, alpha=alpha, nbest=nbest,
+                                           width=width, stopping=rule)):
+                for i, hyps in enumerate(got):
+                    ids = src[i, : int(src_len[i])].tolist()
+                    assert_same(hyps, reference_beam(model, ids, int(limit[i]), k, alpha, nbest,
+                                                     stopping=stopping, patience=patience))
+                    assert hyps[0].score <= exact[i][0].score + 1e-5
+
+
+def test_patience_one_stops_at_the_weak_beams_where_exact_goes_on():
+    """Scripted's weak beams finish first: patience 1 (stop at `beam` finished) returns one of them, the
+    heuristic and exact go on to GOOD."""
+    src, src_len = torch.tensor([[5, 6, 7]]), torch.tensor([3])
+    for search in (beam_search, engine.beam_search):
+        def run(mode, search=search):
+            return search(Scripted(), src, src_len, torch.tensor([20]), beam=3, alpha=1.0, attention=False,
+                          stopping=Stopping(mode))[0][0]
+
+        assert run("exact").ids == Scripted.GOOD and run("heuristic").ids == Scripted.GOOD
+        assert run("patience").ids != Scripted.GOOD and run("patience").score < run("exact").score
 
 
 def test_a_beam_wide_enough_is_the_exhaustive_search():

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from seqattn_runtime.rules import EOS, SOS, Hypothesis, cannot_improve, draw, enters, keep, length_penalty, uniforms
+from seqattn_runtime.rules import EOS, EXACT, SOS, Hypothesis, Stopping, draw, enters, keep, length_penalty, uniforms
 from seqattn_runtime.search import Sampling
 
 from ..model.seq2seq import Encoded
@@ -258,7 +258,8 @@ def best_expansions(logits: torch.Tensor, scores: torch.Tensor, group: int, m: i
 
 @torch.no_grad()
 def beam_search(steps: Steps, src: torch.Tensor, src_len: torch.Tensor, max_len: torch.Tensor, beam: int,
-                alpha: float = 0.0, nbest: int = 1, attention: bool = True, width: int = 0) -> list[list[Hypothesis]]:
+                alpha: float = 0.0, nbest: int = 1, attention: bool = True, width: int = 0,
+                stopping: Stopping = EXACT) -> list[list[Hypothesis]]:
     """Return what `seqattn.search.beam_search` returns, decoding with steps, the sentences decoding and
     their beams as one (sentences x beam) batch per step.
 
@@ -291,16 +292,18 @@ def beam_search(steps: Steps, src: torch.Tensor, src_len: torch.Tensor, max_len:
     history = torch.empty(len(joined) * k, 0, dtype=torch.long, device=device)   # column c: step c + col0
     att_history, col0 = None, 0
     finished: list[list[Hypothesis]] = [[] for _ in range(b)]
+    ended = [0] * b                                     # each sentence's hypotheses that reached <eos>
     n_src = src_len.tolist()
 
-    def finalize(slot: int, row: int, logp: float, ended: bool) -> None:
+    def finalize(slot: int, row: int, logp: float, ended_here: bool) -> None:
         sent, first = sent_of[slot], start_of[slot] - col0
-        length = history.size(1) - first + (1 if ended else 0)
+        length = history.size(1) - first + (1 if ended_here else 0)
         score = logp / length_penalty(length, alpha)
+        ended[sent] += ended_here
         if enters(finished[sent], score, nbest):
             att = None if att_history is None else \
                 att_history[row, first : first + length, : n_src[sent]].float().cpu().numpy()
-            keep(finished[sent], Hypothesis(history[row, first:].tolist(), score, att, ended), nbest)
+            keep(finished[sent], Hypothesis(history[row, first:].tolist(), score, att, ended_here), nbest)
 
     t = 0
     while True:
@@ -331,7 +334,8 @@ def beam_search(steps: Steps, src: torch.Tensor, src_len: torch.Tensor, max_len:
         done = []
         best_alive = scores[:, 0].tolist()
         for i, sent in enumerate(sent_of):
-            if cannot_improve(finished[sent], nbest, best_alive[i], t - start_of[i], limit[sent], alpha):
+            if stopping.done(finished[sent], ended[sent], nbest, k, best_alive[i], t - start_of[i], limit[sent],
+                             alpha):
                 done.append(i)
             elif t - start_of[i] >= limit[sent]:   # out of length: the best alive ones end here, unfinished
                 for j in range(k):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -12,7 +13,9 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from seqattn_runtime.align import pharaoh
+from seqattn_runtime.rules import STOPPING
 
+from ..errors import SeqattnError
 from ..translator import SearchOptions, Translator
 from .batcher import Batcher
 
@@ -40,6 +43,8 @@ class TranslateRequest(BaseModel):
     nbest: int = Field(1, ge=1)
     alpha: float = Field(1.0, ge=0.0, le=5.0)
     coverage_penalty: float = Field(0.0, ge=0.0, le=5.0)   # GNMT's beta, beam search only
+    stopping: Literal[STOPPING] | None = None   # beam search's stopping rule; None: the model's
+    patience: float | None = Field(None, gt=0.0, le=100.0)  # with stopping 'patience'
     attention: bool = False
     prefix: str | None = None               # with text: the output starts with it (forced)
     prefixes: list[str] | None = None       # with texts: one per text ("" for none)
@@ -93,7 +98,7 @@ def _error(status: int, message: str, limit: str | None = None) -> JSONResponse:
 
 def create_app(translator: Translator, limits: Limits | None = None) -> FastAPI:
     """Return the app serving translator (loaded once) within limits: a `Translator`, or anything with its
-    translate_n and info (`serve.runtime.RuntimeTranslator`: the ONNX export)."""
+    translate_n, info and stopping (`serve.runtime.RuntimeTranslator`: the ONNX export)."""
     limits = limits or Limits()
     app = FastAPI(title="seqattn", description="Recurrent seq2seq with Luong attention: translate and see "
                                                "where the model looked.")
@@ -150,7 +155,11 @@ def create_app(translator: Translator, limits: Limits | None = None) -> FastAPI:
         if req.coverage_penalty and req.beam == 1:
             return _error(422, "coverage_penalty needs beam > 1")
         options = SearchOptions(beam=req.beam, nbest=req.nbest, alpha=req.alpha, coverage_penalty=req.coverage_penalty,
-                                alternatives=req.alternatives)
+                                alternatives=req.alternatives, stopping=req.stopping, patience=req.patience)
+        try:
+            options.stopping_rule(translator.stopping)
+        except SeqattnError as e:
+            return _error(422, str(e).lstrip("-"))
         results = await batcher.submit(texts, options, req.attention or req.align, prefixes)
         out = []
         for outs in results:

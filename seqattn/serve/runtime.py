@@ -6,7 +6,7 @@ from pathlib import Path
 
 
 class RuntimeTranslator:
-    """A `seqattn_runtime.Runtime` with the two things the app asks of a translator: translate_n and info."""
+    """A `seqattn_runtime.Runtime` with what the app asks of a translator: translate_n, info and stopping."""
 
     def __init__(self, export_dir: str | Path):
         from seqattn_runtime import ExportError, Runtime
@@ -24,7 +24,13 @@ class RuntimeTranslator:
         sampling = Sampling(options.temperature, options.top_k, options.top_p, options.seed) if options.sample else None
         return self.runtime.translate_n(texts, options.beam, options.nbest, options.alpha, attention=attention,
                                         sampling=sampling, num_samples=options.num_samples, prefixes=prefixes,
-                                        coverage=options.coverage_penalty, alternatives=options.alternatives)
+                                        coverage=options.coverage_penalty, alternatives=options.alternatives,
+                                        stopping=options.stopping_rule(self.stopping))
+
+    @property
+    def stopping(self):
+        """The beam search's stopping rule when the options do not say: the export's."""
+        return self.runtime.stopping
 
     def info(self) -> dict:
         meta = self.runtime.meta

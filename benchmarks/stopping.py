@@ -1,0 +1,139 @@
+"""Beam search's stopping rules on trained models, measured (opt-in, not in CI): for each rule, test2016's
+BLEU, the share of outputs that differ from the exact rule's, how many of them score below exact's output
+and the decoding speed, in float32 and int8, at batch 64 and one sentence at a time.
+
+usage: python benchmarks/stopping.py --models DIR [DIR ...] [--data DIR] [--modes exact,heuristic,patience:1]
+                                     [--beam 5] [--single 200] [--rounds 2] [--no-int8]
+--models: trained model directories (any Multi30k direction: the test set's languages are each model's
+data.src_lang / data.tgt_lang); --data holds test_2016_flickr.<lang>(.gz). Each rule decodes the whole test
+set at batch 64 (`--rounds` times, the fastest kept; rules alternate within a round so that they share the
+machine's state) and its first `--single` sentences one at a time. Greedy is decoded beside them: the
+stopping rule is beam search's only. Rows go to benchmarks/results/stopping_<date>.jsonl; a Markdown table
+is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gzip
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from seqattn.config import load_config  # noqa: E402
+from seqattn.evaluate import score  # noqa: E402
+from seqattn.search import Stopping  # noqa: E402
+from seqattn.translator import SearchOptions, Translator  # noqa: E402
+
+
+def read(data: Path, lang: str) -> list[str]:
+    """Return test2016's lines in lang from data (plain or gzipped)."""
+    for path in (data / f"test_2016_flickr.{lang}", data / f"test_2016_flickr.{lang}.gz"):
+        if path.exists():
+            opener = gzip.open if path.suffix == ".gz" else open
+            with opener(path, "rt", encoding="utf-8") as f:
+                return f.read().splitlines()
+    sys.exit(f"{data}: no test_2016_flickr.{lang} or .{lang}.gz")
+
+
+def options_of(mode: str, beam: int) -> SearchOptions:
+    """Return the search options of a rule name: 'greedy', 'exact', 'heuristic' or 'patience:F'."""
+    if mode == "greedy":
+        return SearchOptions(beam=1)
+    name, _, factor = mode.partition(":")
+    return SearchOptions(beam=beam, stopping=name, patience=float(factor) if factor else None)
+
+
+def timed(tr: Translator, src: list[str], options: SearchOptions, batch: int) -> tuple[list, float]:
+    """Return (the translations of src, the seconds they took) at batch size batch."""
+    start = time.perf_counter()
+    if batch == 1:
+        out = [tr.translate([line], batch_size=1, options=options)[0] for line in src]
+    else:
+        out = tr.translate(src, batch_size=batch, options=options)
+    return out, time.perf_counter() - start
+
+
+def measure(model: Path, data: Path, modes: list[str], beam: int, single: int, rounds: int,
+            quantize: str | None, lines: int = 0) -> list[dict]:
+    """Return one row per rule of one model at one precision (on the first `lines` test sentences, 0: all)."""
+    cfg = load_config(model / "config.yaml")
+    src, ref = read(data, cfg.data.src_lang)[: lines or None], read(data, cfg.data.tgt_lang)[: lines or None]
+    tr = Translator.load(model, device="cpu", quantize=quantize)
+    tr.translate(src[:64], batch_size=64, options=SearchOptions(beam=beam))   # warm-up
+    outs, seconds, single_s = {}, {m: float("inf") for m in modes}, {m: float("inf") for m in modes}
+    for _ in range(rounds):
+        for mode in modes:
+            out, s = timed(tr, src, options_of(mode, beam), 64)
+            outs[mode], seconds[mode] = out, min(seconds[mode], s)
+    for mode in modes:
+        _, s = timed(tr, src[:single], options_of(mode, beam), 1)
+        single_s[mode] = s
+    exact = outs.get("exact")
+    rows = []
+    for mode in modes:
+        hyps = [o.text for o in outs[mode]]
+        metrics = score(hyps, ref)
+        row = {"date": str(datetime.date.today()), "machine": platform.processor() or platform.machine(),
+               "model": str(model), "sentences": len(src), "direction": f"{cfg.data.src_lang}-{cfg.data.tgt_lang}",
+               "precision": quantize or "fp32", "rule": mode, "beam": 1 if mode == "greedy" else beam,
+               "bleu": round(metrics["bleu"], 2), "sents_per_s_b64": round(len(src) / seconds[mode], 1),
+               "sents_per_s_single": round(single / single_s[mode], 1)}
+        if exact is not None and mode != "greedy":
+            differ = [i for i, (a, b) in enumerate(zip(outs[mode], exact)) if a.text != b.text]
+            row["differ_pct"] = round(100 * len(differ) / len(src), 1)
+            row["below_exact"] = sum(outs[mode][i].score < exact[i].score - 1e-4 for i in differ)
+            row["mean_len_ratio"] = round(sum(len(o.text.split()) for o in outs[mode])
+                                          / max(1, sum(len(o.text.split()) for o in exact)), 4)
+        rows.append(row)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    """Return rows as a Markdown table."""
+    lines = ["| direction | precision | rule | test2016 BLEU | outputs differing from exact | of them below exact's "
+             "score | sentences/s, batch 64 | sentences/s, one at a time |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['direction']} | {r['precision']} | {r['rule']} | {r['bleu']:.2f} | "
+                     f"{r.get('differ_pct', '-')}% | {r.get('below_exact', '-')} | {r['sents_per_s_b64']} | "
+                     f"{r['sents_per_s_single']} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", type=Path, nargs="+", required=True)
+    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "multi30k")
+    ap.add_argument("--modes", default="greedy,exact,heuristic,patience:1,patience:2")
+    ap.add_argument("--beam", type=int, default=5)
+    ap.add_argument("--single", type=int, default=200, help="sentences decoded one at a time")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--no-int8", action="store_true", help="float32 only")
+    ap.add_argument("--lines", type=int, default=0, help="the first N test sentences only, to try it out (0: all)")
+    args = ap.parse_args()
+    modes = [m for m in args.modes.split(",") if m]
+    for mode in modes:   # a rule name that is not one fails here, before any model loads
+        if mode != "greedy":
+            options_of(mode, args.beam).check().stopping_rule(Stopping())
+    rows = []
+    for model in args.models:
+        for quantize in (None,) if args.no_int8 else (None, "int8"):
+            got = measure(model, args.data, modes, args.beam, args.single, args.rounds, quantize, args.lines)
+            rows += got
+            for r in got:
+                print(json.dumps(r), file=sys.stderr)
+    out = ROOT / "benchmarks" / "results" / f"stopping_{datetime.date.today()}.jsonl"
+    with out.open("a", encoding="utf-8") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
