@@ -99,7 +99,7 @@ def _search_options(args):
                          temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                          num_samples=args.num_samples, seed=args.seed,
                          coverage_penalty=args.coverage_penalty, stopping=args.stopping,
-                         patience=args.patience).check()
+                         patience=args.patience, shortlist=args.shortlist).check()
 
 
 def _add_search_args(p: argparse.ArgumentParser, nbest: bool) -> None:
@@ -111,6 +111,8 @@ def _add_search_args(p: argparse.ArgumentParser, nbest: bool) -> None:
                    "for beam search: each finished output's score gains BETA * sum_i log(min(attention source "
                    "position i received, 1)), favouring outputs that attend to every source word (0: off). The "
                    "exact stopping bound stays exact, the penalty being never positive; decoded by the plain search")
+    g.add_argument("--shortlist", action="store_true", help="score only the target pieces the batch's source "
+                   "pieces may bring (the model's shortlist.npz, from `seqattn shortlist`)")
     g.add_argument("--stopping", default=None, metavar="MODE", help="when beam search ends a sentence before "
                    "its length limit: exact (when no alive hypothesis can still enter the n-best), heuristic (when "
                    "the n-best beat the best alive hypothesis as if it ended now, Hugging Face's default) or "
@@ -197,6 +199,15 @@ def cmd_translate(args) -> int:
 
         records = [{"source": src, **r.to_dict()} for src, outs in zip(lines, results) for r in outs]
         atomic_write(args.attention, lambda f: f.write(json.dumps(records, ensure_ascii=False).encode("utf-8")))
+    return 0
+
+
+def cmd_shortlist(args) -> int:
+    from .shortlist import build_shortlist
+
+    path, shortlist = build_shortlist(args.model_dir, args.src, args.tgt, args.k, args.frequent)
+    print(f"{path}: {len(shortlist.ids)} candidates for {len(shortlist.offsets) - 1} source pieces, "
+          f"{len(shortlist.frequent)} target pieces in every batch", file=sys.stderr)
     return 0
 
 
@@ -481,6 +492,15 @@ def build_parser() -> argparse.ArgumentParser:
     di.add_argument("--chunk", type=_positive_int, default=2000, help="lines translated and written at a time")
     _add_search_args(di, nbest=False)
     di.set_defaults(func=cmd_distill, beam=5)
+
+    sl = sub.add_parser("shortlist", help="build a model's vocabulary shortlist from its training data "
+                        "(MODEL_DIR/shortlist.npz), for decoding with --shortlist")
+    sl.add_argument("model_dir")
+    sl.add_argument("--src", help="training source file (default: the model's config's training data)")
+    sl.add_argument("--tgt", help="training target file, line-aligned with --src")
+    sl.add_argument("--k", type=int, default=50, help="target pieces kept per source piece, by Dice coefficient")
+    sl.add_argument("--frequent", type=int, default=100, help="the most frequent target pieces every batch gets")
+    sl.set_defaults(func=cmd_shortlist)
 
     e = sub.add_parser("evaluate", help="BLEU, chrF and exact match of a model on a test set")
     _add_model_args(e)

@@ -27,11 +27,13 @@ class Ensemble:
         """Return each model's s~_0 (rows x its dec_hidden, or None without input feeding)."""
         return tuple(m.initial_feed(rows, device) for m in self.members)
 
-    def step(self, y_prev: torch.Tensor, state: tuple, enc: tuple, feed: tuple | None = None, group: int = 1):
+    def step(self, y_prev: torch.Tensor, state: tuple, enc: tuple, feed: tuple | None = None, group: int = 1,
+             vocab: torch.Tensor | None = None):
         """Return (mean log-probabilities rows x vocab, the models' new states, their s~_t, the mean of their
-        attention weights rows x src_len, or None when no model attends)."""
+        attention weights rows x src_len, or None when no model attends); vocab: a shortlist's target ids,
+        the only ones scored."""
         feed = feed if feed is not None else (None,) * len(self.members)
-        outs = [m.step(y_prev, s, e, f, group) for m, s, e, f in zip(self.members, state, enc, feed)]
+        outs = [m.step(y_prev, s, e, f, group, vocab) for m, s, e, f in zip(self.members, state, enc, feed)]
         logp = torch.stack([torch.log_softmax(o[0].float(), -1) for o in outs]).mean(0)
         alphas = [o[3].float() for o in outs if o[3] is not None]
         alpha = torch.stack(alphas).mean(0) if alphas else None

@@ -20,8 +20,8 @@ from seqattn_runtime.search import Sampling
 
 from .model.seq2seq import Encoded, Seq2Seq
 
-__all__ = ["Hypothesis", "Sampling", "Steps", "Stopping", "beam_search", "choices", "greedy", "length_penalty",
-           "max_lengths", "select"]
+__all__ = ["Hypothesis", "Sampling", "Shortlisted", "Steps", "Stopping", "beam_search", "choices", "greedy",
+           "length_penalty", "max_lengths", "select"]
 
 
 class Steps(Protocol):
@@ -121,6 +121,26 @@ def greedy(model: Seq2Seq, src: torch.Tensor, src_len: torch.Tensor, max_len: to
     forced start (target ids, <eos> excluded)."""
     return plain.greedy(ModelSteps(steps or model, src, src_len), max_len.numpy(), src_len.numpy(), attention,
                         sampling, None if keys is None else np.asarray(keys), prefixes)
+
+
+class Shortlisted:
+    """`Steps` over a shortlist: steps scoring only the target ids `vocab` (ascending, the specials first at
+    their own ids, as `seqattn_runtime.shortlist.Shortlist.vocab` gives them). The ids a search over it
+    reads and outputs are positions in vocab (the same ids for the specials); vocab[position] is the
+    target id."""
+
+    def __init__(self, steps: Steps, vocab: torch.Tensor):
+        self.steps, self.vocab = steps, vocab
+
+    def encode(self, src: torch.Tensor, src_len: torch.Tensor):
+        return self.steps.encode(src, src_len)
+
+    def initial_feed(self, rows: int, device: torch.device):
+        return self.steps.initial_feed(rows, device)
+
+    def step(self, y_prev: torch.Tensor, state, enc, feed=None, group: int = 1):
+        """Return steps' step of the target ids at positions y_prev, scoring vocab only (rows x len(vocab))."""
+        return self.steps.step(self.vocab[y_prev], state, enc, feed, group, vocab=self.vocab)
 
 
 @torch.no_grad()

@@ -7,8 +7,11 @@ import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
+
+from seqattn_runtime.shortlist import Shortlist
 
 from .checkpoint import load_checkpoint
 from .config import Config, load_config
@@ -20,7 +23,7 @@ from .errors import SeqattnError
 from .fast import Decoding, accelerate
 from .fast import search as engine
 from .model.seq2seq import Seq2Seq
-from .search import Sampling, Stopping, choices, max_lengths
+from .search import Sampling, Shortlisted, Stopping, choices, max_lengths
 from .search import beam_search as plain_beam_search
 from .search import greedy as plain_greedy
 
@@ -61,6 +64,7 @@ class SearchOptions:
     alternatives: int = 0           # with the best output, the k most likely pieces at each of its positions
     stopping: str | None = None     # beam search's stopping rule (`rules.Stopping`); None: the model's decode.stopping
     patience: float | None = None   # stopping 'patience': its factor; None: the model's decode.patience
+    shortlist: bool = False         # score only the batch's shortlist of target pieces (the model's shortlist.npz)
 
     def check(self) -> SearchOptions:
         """Return self; raise SeqattnError naming the option that is out of range."""
@@ -111,6 +115,17 @@ def quantize_int8(model: Seq2Seq, device: torch.device) -> Seq2Seq:
     with warnings.catch_warnings():   # torch marks its quantized tensor constructors deprecated
         warnings.simplefilter("ignore")
         return torch.ao.quantization.quantize_dynamic(model, {nn.Linear, nn.LSTM, nn.GRU}, dtype=torch.qint8)
+
+
+def load_shortlist(model_dir: Path) -> Shortlist | None:
+    """Return the shortlist of a model directory (shortlist.npz), or None where it has none."""
+    path = model_dir / "shortlist.npz"
+    if not path.exists():
+        return None
+    try:
+        return Shortlist.load(path)
+    except ValueError as e:
+        raise SeqattnError(str(e)) from None
 
 
 def checkpoint_path(model_dir: Path, checkpoint: str | None = None) -> Path:
@@ -168,9 +183,11 @@ class Translator:
     (`fast.Decoding`); a Translator around a model that is still training derives it anew in every call."""
 
     def __init__(self, model: Seq2Seq, tokenizers: Tokenizers, cfg: Config, device: torch.device,
-                 fixed_weights: bool = False, members: list[Seq2Seq] | None = None):
+                 fixed_weights: bool = False, members: list[Seq2Seq] | None = None,
+                 shortlist: Shortlist | None = None):
         self.model, self.tok, self.cfg, self.device = model, tokenizers, cfg, device
         self.fixed_weights = fixed_weights
+        self.shortlist = shortlist     # the target pieces each source piece may bring (`seqattn shortlist`)
         self.members = members or []   # more models decoding with this one, an ensemble (same vocabularies)
         self._steps: Decoding | Ensemble | None = None
 
@@ -193,7 +210,8 @@ class Translator:
             member, _, member_tok = _load_model(where, ckpt, dev, quantize)
             _check_vocabularies(tokenizers, member_tok, model_dir, other)
             members.append(member)
-        translator = cls(model, tokenizers, cfg, dev, fixed_weights=True, members=members)
+        translator = cls(model, tokenizers, cfg, dev, fixed_weights=True, members=members,
+                         shortlist=load_shortlist(model_dir))
         translator._decoding()   # derived once here, so that a loaded Translator is ready to decode
         return translator
 
@@ -226,6 +244,9 @@ class Translator:
         sampling) is the empty output, with score 0 and no attention rows."""
         opt = (options or SearchOptions()).check()
         stopping = opt.stopping_rule(self.stopping)
+        if opt.shortlist and self.shortlist is None:
+            raise SeqattnError("--shortlist: this model has no shortlist.npz (build one with `seqattn shortlist "
+                               "MODEL_DIR`)")
         if opt.coverage_penalty and self.model.decoder.attention is None:
             raise SeqattnError("--coverage-penalty needs a model with attention (this one has model.attention: none)")
         if prefixes is not None and len(prefixes) != len(lines):
@@ -246,7 +267,7 @@ class Translator:
         # A call decodes up to REFILL_BATCHES batches' worth of sentences with batch_size of them at a time,
         # the next joining as others finish (the searches' width), so steps keep about batch_size rows.
         plain = forced is not None or opt.coverage_penalty > 0   # what the engine does not do: the plain search
-        per_call = batch_size * (1 if plain else REFILL_BATCHES)
+        per_call = batch_size * (1 if plain or opt.shortlist else REFILL_BATCHES)   # a shortlist per batch
         with self._eval_mode():
             steps = self._decoding()
             for start in range(0, len(order), per_call):
@@ -256,24 +277,32 @@ class Translator:
                 limit = max_lengths(src_len, self.cfg.train.max_output_ratio)
                 src = src.to(self.device)
                 keys = [i * copies + j for i, j in part]
+                part_prefixes = None if forced is None else [forced[i] for i in idx]
+                searched, vocab = steps, None
+                if opt.shortlist:                # the batch's target pieces: ids are positions in vocab
+                    vocab = self.shortlist.vocab([ids[i] for i in idx], (t for p in part_prefixes or [] for t in p))
+                    searched = Shortlisted(steps, torch.as_tensor(vocab, device=self.device))
+                    part_prefixes = None if forced is None else [np.searchsorted(vocab, p).tolist()
+                                                                 for p in part_prefixes]
                 with autocast(self.device):
                     if plain:                    # over the same steps: prefixes, coverage penalty
-                        part_prefixes = None if forced is None else [forced[i] for i in idx]
                         if opt.beam > 1:
                             nbests = plain_beam_search(self.model, src, src_len, limit, opt.beam, opt.alpha,
-                                                       opt.nbest, attention, steps, part_prefixes,
+                                                       opt.nbest, attention, searched, part_prefixes,
                                                        opt.coverage_penalty, stopping)
                         else:
                             nbests = [[h] for h in plain_greedy(self.model, src, src_len, limit, sampling=sampling,
-                                                                keys=keys, attention=attention, steps=steps,
+                                                                keys=keys, attention=attention, steps=searched,
                                                                 prefixes=part_prefixes)]
                     elif opt.beam > 1:
-                        nbests = engine.beam_search(steps, src, src_len, limit, opt.beam, opt.alpha, opt.nbest,
+                        nbests = engine.beam_search(searched, src, src_len, limit, opt.beam, opt.alpha, opt.nbest,
                                                     attention=attention, width=batch_size, stopping=stopping)
                     else:
-                        nbests = [[h] for h in engine.greedy(steps, src, src_len, limit, sampling=sampling,
+                        nbests = [[h] for h in engine.greedy(searched, src, src_len, limit, sampling=sampling,
                                                              keys=torch.tensor(keys), attention=attention,
                                                              width=batch_size)]
+                    if vocab is not None:        # positions in the shortlist -> target ids
+                        nbests = [[replace(h, ids=vocab[h.ids].tolist()) for h in n] for n in nbests]
                     alts = [None] * len(nbests)
                     if opt.alternatives:       # the model's choices along each best output, forced
                         alts = choices(self.model, src, src_len, [n[0].ids for n in nbests], opt.alternatives,

@@ -3,7 +3,17 @@ and the file round trip."""
 
 import numpy as np
 import pytest
+import torch
+from conftest import reverse_pairs, write_tiny_config
+from test_cli import assert_one_line_error, run
+from test_search import random_model, sources
 
+from seqattn.config import load_config
+from seqattn.fast import Decoding
+from seqattn.fast import search as engine
+from seqattn.search import Shortlisted, beam_search, greedy
+from seqattn.train import Trainer
+from seqattn.translator import SearchOptions, Translator
 from seqattn_runtime.shortlist import SPECIALS, Shortlist, build
 
 
@@ -61,3 +71,82 @@ def test_the_file_round_trip_and_a_file_that_is_not_one(tmp_path):
         Shortlist.load(tmp_path / "odd.npz")
     with pytest.raises(ValueError, match="need k >= 1"):
         build([[5]], [[9]], 8, 12, k=0)
+
+
+class Masked:
+    """The reference for a shortlist: the model's full logits with every id outside keep at -inf."""
+
+    def __init__(self, model, keep):
+        self.model, self.keep = model, torch.as_tensor(keep)
+
+    def encode(self, src, src_len):
+        return self.model.encode(src, src_len)
+
+    def initial_feed(self, rows, device):
+        return self.model.initial_feed(rows, device)
+
+    def step(self, y, state, enc, feed=None, group=1):
+        logits, state, feed, alpha = self.model.step(y, state, enc, feed, group)
+        masked = torch.full_like(logits, float("-inf"))
+        masked[:, self.keep] = logits[:, self.keep]
+        return masked, state, feed, alpha
+
+
+@pytest.mark.parametrize("att,feed", [("dot", False), ("concat", True)])
+def test_a_search_over_a_shortlist_is_the_search_over_the_masked_vocabulary(att, feed):
+    """Scoring only vocab's rows (the model's `out_rows`, the fast path's packed rows) and searching over
+    positions in it finds what the full model finds with every other id at -inf; the whole vocabulary as
+    the shortlist changes nothing."""
+    model = random_model(att, feed)
+    src, src_len, limit = sources(10, seed=3)
+    fast = Decoding(model)
+    for keep in ([0, 1, 2, 3, 5, 6, 8, 9, 11], list(range(12))):
+        vocab = torch.tensor(keep)
+        for steps in (model, fast):
+            cut = Shortlisted(steps, vocab)
+            for got, want in ((greedy(model, src, src_len, limit, steps=cut), greedy(model, src, src_len, limit,
+                                                                                     steps=Masked(model, keep))),
+                              (engine.greedy(cut, src, src_len, limit), engine.greedy(Masked(model, keep), src,
+                                                                                      src_len, limit))):
+                assert [[keep[i] for i in h.ids] for h in got] == [h.ids for h in want]
+                assert [h.score for h in got] == pytest.approx([h.score for h in want], abs=1e-5)
+            ref = Masked(model, keep)
+            for got, want in ((beam_search(model, src, src_len, limit, beam=3, nbest=2, steps=cut),
+                               beam_search(model, src, src_len, limit, beam=3, nbest=2, steps=ref)),
+                              (engine.beam_search(cut, src, src_len, limit, beam=3, nbest=2),
+                               engine.beam_search(ref, src, src_len, limit, beam=3, nbest=2))):
+                for g_list, w_list in zip(got, want):
+                    assert [[keep[i] for i in h.ids] for h in g_list] == [h.ids for h in w_list]
+                    assert [h.score for h in g_list] == pytest.approx([h.score for h in w_list], abs=1e-5)
+
+
+def test_the_cli_builds_a_shortlist_and_translate_decodes_within_it(tmp_path):
+    pairs = reverse_pairs(60, seed=5)
+    Trainer(load_config(write_tiny_config(tmp_path, pairs, train__max_steps=120, train__valid_every=60))).run()
+    model = tmp_path / "model"
+    lines = [s for s, _ in pairs[:12]]
+    (tmp_path / "in.txt").write_text("".join(f"{s}\n" for s in lines))
+    assert_one_line_error(run("translate", model, "--input", tmp_path / "in.txt", "--shortlist"),
+                          "--shortlist: this model has no shortlist.npz (build one with `seqattn shortlist")
+    proc = run("shortlist", model, "--k", "2", "--frequent", "0")
+    assert proc.returncode == 0 and "shortlist.npz:" in proc.stderr, proc.stderr
+    translator = Translator.load(model, device="cpu")
+    vocab = set(translator.shortlist.vocab(translator.tok.src.encode(lines)).tolist())
+    for options in (SearchOptions(shortlist=True), SearchOptions(beam=3, nbest=2, shortlist=True)):
+        for outs in translator.translate_n(lines, options=options):
+            for out in outs:
+                assert set(translator.tok.tgt.encode([out.text])[0]) <= vocab
+    proc = run("translate", model, "--input", tmp_path / "in.txt", "--shortlist", "--beam", "3")
+    assert proc.returncode == 0 and proc.stdout.splitlines() == \
+        [o.text for o in translator.translate(lines, options=SearchOptions(beam=3, shortlist=True))]
+    prefixed = translator.translate(lines[:2], prefixes=["lion hat", ""], options=SearchOptions(shortlist=True))
+    assert prefixed[0].text.startswith("lion hat")                       # a prefix's pieces join the shortlist
+    int8 = Translator.load(model, device="cpu", quantize="int8")
+    assert [o.text for o in int8.translate(lines, options=SearchOptions(beam=3, shortlist=True))] == \
+        [o.text for o in int8.translate(lines, options=SearchOptions(beam=3))]
+    everything = run("shortlist", model, "--k", "1000", "--frequent", "1000")
+    assert everything.returncode == 0
+    wide = Translator.load(model, device="cpu")
+    assert [o.text for o in wide.translate(lines, options=SearchOptions(beam=3, shortlist=True))] == \
+        [o.text for o in wide.translate(lines, options=SearchOptions(beam=3))]
+    assert_one_line_error(run("shortlist", model, "--src", tmp_path / "in.txt"), "give both --src and --tgt")

@@ -44,7 +44,7 @@ REEXPRESSES = {
 WRITTEN_FOR = {
     "encoder": "b204c99833ae0da1",
     "encode": "758bccf919c4c1b7",
-    "decoder_step": "c5375fdcdfe6abe3",
+    "decoder_step": "ea62f2d58997caed",
 }
 
 

@@ -166,6 +166,7 @@ class Decoding:
                  "decoder_table": self.table, "packed_hh": self.hh, "split_combine": self.combine,
                  "packed_out": self.out}
         self.paths = [name for name, part in names.items() if part is not None]
+        self._shortlist = None   # (vocab tensor, its output layer) of the batch decoding
 
     def initial_feed(self, rows: int, device: torch.device) -> torch.Tensor | None:
         """Return `Seq2Seq.initial_feed(rows, device)`."""
@@ -188,10 +189,11 @@ class Decoding:
         return enc if self.context is None else Prepared(enc, self.context(enc.memory))
 
     def step(self, y_prev: torch.Tensor, state, enc: Encoded | Prepared, feed: torch.Tensor | None = None,
-             group: int = 1):
-        """Return `Seq2Seq.step(y_prev, state, enc, feed, group)` for enc from this object's `encode`."""
+             group: int = 1, vocab: torch.Tensor | None = None):
+        """Return `Seq2Seq.step(y_prev, state, enc, feed, group, vocab)` for enc from this object's `encode`
+        (a shortlist's output rows packed once per vocab tensor)."""
         if not self._applies() or not self.fast_step:
-            return self.model.step(y_prev, state, enc.enc if isinstance(enc, Prepared) else enc, feed, group)
+            return self.model.step(y_prev, state, enc.enc if isinstance(enc, Prepared) else enc, feed, group, vocab)
         dec = self.model.decoder
         if self.table is not None:      # the first layer's input projection of y_prev, looked up
             s, state = in_rnn_precision(self._cells, y_prev, state)
@@ -208,8 +210,21 @@ class Decoding:
         else:
             s_tilde, alpha = dec.attend(s, enc.memory, enc.keys, enc.mask)
         s_tilde = s_tilde.reshape(-1, s_tilde.size(-1))
-        logits = self.out(s_tilde) if self.out is not None else dec.out(s_tilde)
+        if vocab is not None:
+            logits = self._out_rows(vocab)(s_tilde)
+        else:
+            logits = self.out(s_tilde) if self.out is not None else dec.out(s_tilde)
         return logits, state, s_tilde, None if alpha is None else alpha.reshape(-1, alpha.size(-1))
+
+    def _out_rows(self, vocab: torch.Tensor):
+        """Return the output layer over the target ids vocab (s~ -> rows x V'): its rows packed, kept while
+        the same vocab tensor comes (a batch's shortlist), else the model's `Decoder.out_rows`."""
+        if self._shortlist is None or self._shortlist[0] is not vocab:
+            out = self.model.decoder.out
+            packed = pack(out.weight.index_select(0, vocab), out.bias.index_select(0, vocab)) \
+                if self.out is not None else None
+            self._shortlist = (vocab, packed or (lambda s: self.model.decoder.out_rows(s, vocab)))
+        return self._shortlist[1]
 
     def _cells(self, x: torch.Tensor, state):
         """Return (top-layer output rows x hidden, new state) of the decoder RNN's cells on x (rows x in),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..data.tokenizer import PAD
@@ -53,13 +54,14 @@ class Decoder(nn.Module):
         return self.out(s_tilde), alpha                                 # W_y s~_t + b_y (softmax: in the loss)
 
     def step(self, y_prev: torch.Tensor, state, memory: torch.Tensor, keys, mask: torch.Tensor,
-             feed: torch.Tensor | None = None, group: int = 1):
+             feed: torch.Tensor | None = None, group: int = 1, vocab: torch.Tensor | None = None):
         """One decoding step: return (logits rows x vocab, new state, s~_t rows x hidden, weights rows x
         src_len or None).
 
         y_prev: rows ids of the previous output (<sos> first); feed: s~_{t-1} with input feeding.
         memory, keys and mask have one row per `group` consecutive rows (beam search: a sentence's beams
-        share its encoder states, which are then neither copied nor gathered per beam).
+        share its encoder states, which are then neither copied nor gathered per beam). vocab (a
+        shortlist: V' target ids): the logits of those ids only, rows x V'.
         """
         x = self.dropout(self.embed(y_prev))
         if self.input_feeding:
@@ -67,7 +69,16 @@ class Decoder(nn.Module):
         s, state = self.rnn(x.unsqueeze(1), state)                      # s_t: rows x 1 x hidden
         s_tilde, alpha = self.attend(s.view(-1, group, s.size(-1)), memory, keys, mask)
         s_tilde = s_tilde.reshape(-1, s_tilde.size(-1))
-        return self.out(s_tilde), state, s_tilde, None if alpha is None else alpha.reshape(-1, alpha.size(-1))
+        logits = self.out(s_tilde) if vocab is None else self.out_rows(s_tilde, vocab)
+        return logits, state, s_tilde, None if alpha is None else alpha.reshape(-1, alpha.size(-1))
+
+    def out_rows(self, s_tilde: torch.Tensor, vocab: torch.Tensor) -> torch.Tensor:
+        """Return W_y[vocab] s~ + b_y[vocab] (rows x V'): the output layer over the target ids vocab only
+        (an int8 output layer's weights dequantized)."""
+        out = self.out
+        weight, bias = (out.weight, out.bias) if isinstance(out, nn.Linear) else out._weight_bias()
+        weight = weight.dequantize() if weight.is_quantized else weight
+        return F.linear(s_tilde, weight.index_select(0, vocab), None if bias is None else bias.index_select(0, vocab))
 
     def attend(self, s: torch.Tensor, memory: torch.Tensor, keys: torch.Tensor | None,
                mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -67,7 +67,9 @@ class Seq2Seq(nn.Module):
         """Return s~_0 for input feeding, zeros rows x dec_hidden (None without input feeding)."""
         return torch.zeros(rows, self.decoder.hidden_size, device=device) if self.decoder.input_feeding else None
 
-    def step(self, y_prev: torch.Tensor, state, enc: Encoded, feed: torch.Tensor | None = None, group: int = 1):
+    def step(self, y_prev: torch.Tensor, state, enc: Encoded, feed: torch.Tensor | None = None, group: int = 1,
+             vocab: torch.Tensor | None = None):
         """One decoding step (`Decoder.step`) against the encoded source enc, one row of it per `group`
-        rows of y_prev: return (logits rows x vocab, new state, s~_t rows x hidden, weights or None)."""
-        return self.decoder.step(y_prev, state, enc.memory, enc.keys, enc.mask, feed, group)
+        rows of y_prev: return (logits rows x vocab, new state, s~_t rows x hidden, weights or None);
+        vocab: a shortlist's target ids, the only logits computed."""
+        return self.decoder.step(y_prev, state, enc.memory, enc.keys, enc.mask, feed, group, vocab)
