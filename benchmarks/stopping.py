@@ -1,14 +1,17 @@
-"""Beam search's stopping rules on trained models, measured (opt-in, not in CI): for each rule, test2016's
-BLEU, the share of outputs that differ from the exact rule's, how many of them score below exact's output
-and the decoding speed, in float32 and int8, at batch 64 and one sentence at a time.
+"""Beam search's stopping rules and the vocabulary shortlist on trained models, measured (opt-in, not in CI):
+for each, test2016's BLEU, the share of outputs that differ from the reference's (the exact rule's; a
+shortlist's: the same search without it), how many of them score below it and the decoding speed, in
+float32 and int8, at batch 64 and one sentence at a time.
 
 usage: python benchmarks/stopping.py --models DIR [DIR ...] [--data DIR] [--modes exact,heuristic,patience:1]
-                                     [--beam 5] [--single 200] [--rounds 2] [--no-int8]
+                                     [--beam 5] [--single 200] [--rounds 2] [--no-int8] [--shortlist-k 50]
 --models: trained model directories (any Multi30k direction: the test set's languages are each model's
 data.src_lang / data.tgt_lang); --data holds test_2016_flickr.<lang>(.gz). Each rule decodes the whole test
 set at batch 64 (`--rounds` times, the fastest kept; rules alternate within a round so that they share the
 machine's state) and its first `--single` sentences one at a time. Greedy is decoded beside them: the
-stopping rule is beam search's only. Rows go to benchmarks/results/stopping_<date>.jsonl; a Markdown table
+stopping rule is beam search's only. A mode ending in "+shortlist" (e.g. exact+shortlist) decodes with the
+model's shortlist, built first with `--shortlist-k` and `--shortlist-frequent` (written to the model
+directory as `seqattn shortlist` does). Rows go to benchmarks/results/stopping_<date>.jsonl; a Markdown table
 is printed.
 """
 
@@ -29,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 from seqattn.config import load_config  # noqa: E402
 from seqattn.evaluate import score  # noqa: E402
 from seqattn.search import Stopping  # noqa: E402
+from seqattn.shortlist import build_shortlist  # noqa: E402
 from seqattn.translator import SearchOptions, Translator  # noqa: E402
 
 
@@ -43,11 +47,20 @@ def read(data: Path, lang: str) -> list[str]:
 
 
 def options_of(mode: str, beam: int) -> SearchOptions:
-    """Return the search options of a rule name: 'greedy', 'exact', 'heuristic' or 'patience:F'."""
-    if mode == "greedy":
-        return SearchOptions(beam=1)
-    name, _, factor = mode.partition(":")
-    return SearchOptions(beam=beam, stopping=name, patience=float(factor) if factor else None)
+    """Return the search options of a mode: 'greedy', 'exact', 'heuristic' or 'patience:F', each maybe
+    followed by '+shortlist'."""
+    rule, _, extra = mode.partition("+")
+    if rule == "greedy":
+        return SearchOptions(beam=1, shortlist=extra == "shortlist")
+    name, _, factor = rule.partition(":")
+    return SearchOptions(beam=beam, stopping=name, patience=float(factor) if factor else None,
+                         shortlist=extra == "shortlist")
+
+
+def reference_of(mode: str) -> str:
+    """Return the mode a mode's outputs are compared with: without the shortlist, or exact."""
+    rule = mode.partition("+")[0]
+    return rule if mode.endswith("+shortlist") else "exact"
 
 
 def timed(tr: Translator, src: list[str], options: SearchOptions, batch: int) -> tuple[list, float]:
@@ -75,7 +88,6 @@ def measure(model: Path, data: Path, modes: list[str], beam: int, single: int, r
     for mode in modes:
         _, s = timed(tr, src[:single], options_of(mode, beam), 1)
         single_s[mode] = s
-    exact = outs.get("exact")
     rows = []
     for mode in modes:
         hyps = [o.text for o in outs[mode]]
@@ -85,24 +97,26 @@ def measure(model: Path, data: Path, modes: list[str], beam: int, single: int, r
                "precision": quantize or "fp32", "rule": mode, "beam": 1 if mode == "greedy" else beam,
                "bleu": round(metrics["bleu"], 2), "sents_per_s_b64": round(len(src) / seconds[mode], 1),
                "sents_per_s_single": round(single / single_s[mode], 1)}
-        if exact is not None and mode != "greedy":
-            differ = [i for i, (a, b) in enumerate(zip(outs[mode], exact)) if a.text != b.text]
+        ref = outs.get(reference_of(mode))
+        if ref is not None and mode != reference_of(mode):
+            differ = [i for i, (a, b) in enumerate(zip(outs[mode], ref)) if a.text != b.text]
+            row["reference"] = reference_of(mode)
             row["differ_pct"] = round(100 * len(differ) / len(src), 1)
-            row["below_exact"] = sum(outs[mode][i].score < exact[i].score - 1e-4 for i in differ)
+            row["below_reference"] = sum(outs[mode][i].score < ref[i].score - 1e-4 for i in differ)
             row["mean_len_ratio"] = round(sum(len(o.text.split()) for o in outs[mode])
-                                          / max(1, sum(len(o.text.split()) for o in exact)), 4)
+                                          / max(1, sum(len(o.text.split()) for o in ref)), 4)
         rows.append(row)
     return rows
 
 
 def table(rows: list[dict]) -> str:
     """Return rows as a Markdown table."""
-    lines = ["| direction | precision | rule | test2016 BLEU | outputs differing from exact | of them below exact's "
-             "score | sentences/s, batch 64 | sentences/s, one at a time |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | precision | mode | test2016 BLEU | outputs differing from the reference | of them scoring "
+             "below it | sentences/s, batch 64 | sentences/s, one at a time |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['direction']} | {r['precision']} | {r['rule']} | {r['bleu']:.2f} | "
-                     f"{r.get('differ_pct', '-')}% | {r.get('below_exact', '-')} | {r['sents_per_s_b64']} | "
-                     f"{r['sents_per_s_single']} |")
+        differ = f"{r['differ_pct']}% ({r['reference']})" if "differ_pct" in r else "-"
+        lines.append(f"| {Path(r['model']).name} | {r['precision']} | {r['rule']} | {r['bleu']:.2f} | {differ} | "
+                     f"{r.get('below_reference', '-')} | {r['sents_per_s_b64']} | {r['sents_per_s_single']} |")
     return "\n".join(lines)
 
 
@@ -110,7 +124,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", type=Path, nargs="+", required=True)
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "multi30k")
-    ap.add_argument("--modes", default="greedy,exact,heuristic,patience:1,patience:2")
+    ap.add_argument("--modes", default="greedy,greedy+shortlist,exact,exact+shortlist,heuristic,patience:1,patience:2")
+    ap.add_argument("--shortlist-k", type=int, default=50)
+    ap.add_argument("--shortlist-frequent", type=int, default=100)
     ap.add_argument("--beam", type=int, default=5)
     ap.add_argument("--single", type=int, default=200, help="sentences decoded one at a time")
     ap.add_argument("--rounds", type=int, default=2)
@@ -123,6 +139,8 @@ def main() -> int:
             options_of(mode, args.beam).check().stopping_rule(Stopping())
     rows = []
     for model in args.models:
+        if any(m.endswith("+shortlist") for m in modes):
+            build_shortlist(model, k=args.shortlist_k, frequent=args.shortlist_frequent)
         for quantize in (None,) if args.no_int8 else (None, "int8"):
             got = measure(model, args.data, modes, args.beam, args.single, args.rounds, quantize, args.lines)
             rows += got

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import reverse_pairs, write_tiny_config
+from fastapi.testclient import TestClient
 from test_cli import assert_one_line_error, run
 from test_search import random_model, sources
 
@@ -12,6 +13,7 @@ from seqattn.config import load_config
 from seqattn.fast import Decoding
 from seqattn.fast import search as engine
 from seqattn.search import Shortlisted, beam_search, greedy
+from seqattn.serve.app import create_app
 from seqattn.train import Trainer
 from seqattn.translator import SearchOptions, Translator
 from seqattn_runtime.shortlist import SPECIALS, Shortlist, build
@@ -128,6 +130,9 @@ def test_the_cli_builds_a_shortlist_and_translate_decodes_within_it(tmp_path):
     (tmp_path / "in.txt").write_text("".join(f"{s}\n" for s in lines))
     assert_one_line_error(run("translate", model, "--input", tmp_path / "in.txt", "--shortlist"),
                           "--shortlist: this model has no shortlist.npz (build one with `seqattn shortlist")
+    answer = TestClient(create_app(Translator.load(model, device="cpu"))).post(
+        "/translate", json={"text": lines[0], "shortlist": True})
+    assert answer.status_code == 422 and "no shortlist" in answer.json()["error"]
     proc = run("shortlist", model, "--k", "2", "--frequent", "0")
     assert proc.returncode == 0 and "shortlist.npz:" in proc.stderr, proc.stderr
     translator = Translator.load(model, device="cpu")
@@ -139,6 +144,8 @@ def test_the_cli_builds_a_shortlist_and_translate_decodes_within_it(tmp_path):
     proc = run("translate", model, "--input", tmp_path / "in.txt", "--shortlist", "--beam", "3")
     assert proc.returncode == 0 and proc.stdout.splitlines() == \
         [o.text for o in translator.translate(lines, options=SearchOptions(beam=3, shortlist=True))]
+    served = TestClient(create_app(translator)).post("/translate", json={"texts": lines, "beam": 3, "shortlist": True})
+    assert [t["translation"] for t in served.json()["translations"]] == proc.stdout.splitlines()
     prefixed = translator.translate(lines[:2], prefixes=["lion hat", ""], options=SearchOptions(shortlist=True))
     assert prefixed[0].text.startswith("lion hat")                       # a prefix's pieces join the shortlist
     int8 = Translator.load(model, device="cpu", quantize="int8")

@@ -45,6 +45,7 @@ class TranslateRequest(BaseModel):
     coverage_penalty: float = Field(0.0, ge=0.0, le=5.0)   # GNMT's beta, beam search only
     stopping: Literal[STOPPING] | None = None   # beam search's stopping rule; None: the model's
     patience: float | None = Field(None, gt=0.0, le=100.0)  # with stopping 'patience'
+    shortlist: bool = False                 # score only the batch's shortlist (the model's shortlist.npz)
     attention: bool = False
     prefix: str | None = None               # with text: the output starts with it (forced)
     prefixes: list[str] | None = None       # with texts: one per text ("" for none)
@@ -155,11 +156,14 @@ def create_app(translator: Translator, limits: Limits | None = None) -> FastAPI:
         if req.coverage_penalty and req.beam == 1:
             return _error(422, "coverage_penalty needs beam > 1")
         options = SearchOptions(beam=req.beam, nbest=req.nbest, alpha=req.alpha, coverage_penalty=req.coverage_penalty,
-                                alternatives=req.alternatives, stopping=req.stopping, patience=req.patience)
+                                alternatives=req.alternatives, stopping=req.stopping, patience=req.patience,
+                                shortlist=req.shortlist)
         try:
             options.stopping_rule(translator.stopping)
         except SeqattnError as e:
             return _error(422, str(e).lstrip("-"))
+        if req.shortlist and translator.shortlist is None:
+            return _error(422, "shortlist: this model has no shortlist (build one with `seqattn shortlist MODEL_DIR`)")
         results = await batcher.submit(texts, options, req.attention or req.align, prefixes)
         out = []
         for outs in results:

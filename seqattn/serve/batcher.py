@@ -61,8 +61,8 @@ class Batcher:
             groups: dict[tuple, list[_Job]] = {}
             for job in jobs:
                 key = (job.options.beam, job.options.nbest, job.options.alpha, job.options.coverage_penalty,
-                       job.options.alternatives, job.options.stopping, job.options.patience, job.attention,
-                       job.prefixes is None)
+                       job.options.alternatives, job.options.stopping, job.options.patience, job.options.shortlist,
+                       job.attention, job.prefixes is None)
                 groups.setdefault(key, []).append(job)
             for group in groups.values():
                 texts = [t for job in group for t in job.texts]

@@ -27,6 +27,8 @@ class RuntimeTranslator:
                                         coverage=options.coverage_penalty, alternatives=options.alternatives,
                                         stopping=options.stopping_rule(self.stopping))
 
+    shortlist = None   # the ONNX runtime decodes over the whole vocabulary
+
     @property
     def stopping(self):
         """The beam search's stopping rule when the options do not say: the export's."""
