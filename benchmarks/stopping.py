@@ -60,7 +60,7 @@ def options_of(mode: str, beam: int) -> SearchOptions:
 def reference_of(mode: str) -> str:
     """Return the mode a mode's outputs are compared with: without the shortlist, or exact."""
     rule = mode.partition("+")[0]
-    return rule if mode.endswith("+shortlist") else "exact"
+    return rule if mode.endswith("+shortlist") or rule == "greedy" else "exact"
 
 
 def timed(tr: Translator, src: list[str], options: SearchOptions, batch: int) -> tuple[list, float]:
@@ -94,17 +94,17 @@ def measure(model: Path, data: Path, modes: list[str], beam: int, single: int, r
         metrics = score(hyps, ref)
         row = {"date": str(datetime.date.today()), "machine": platform.processor() or platform.machine(),
                "model": str(model), "sentences": len(src), "direction": f"{cfg.data.src_lang}-{cfg.data.tgt_lang}",
-               "precision": quantize or "fp32", "rule": mode, "beam": 1 if mode == "greedy" else beam,
+               "precision": quantize or "fp32", "rule": mode, "beam": options_of(mode, beam).beam,
                "bleu": round(metrics["bleu"], 2), "sents_per_s_b64": round(len(src) / seconds[mode], 1),
                "sents_per_s_single": round(single / single_s[mode], 1)}
-        ref = outs.get(reference_of(mode))
-        if ref is not None and mode != reference_of(mode):
-            differ = [i for i, (a, b) in enumerate(zip(outs[mode], ref)) if a.text != b.text]
+        base = outs.get(reference_of(mode))
+        if base is not None and mode != reference_of(mode):
+            differ = [i for i, (a, b) in enumerate(zip(outs[mode], base)) if a.text != b.text]
             row["reference"] = reference_of(mode)
             row["differ_pct"] = round(100 * len(differ) / len(src), 1)
-            row["below_reference"] = sum(outs[mode][i].score < ref[i].score - 1e-4 for i in differ)
+            row["below_reference"] = sum(outs[mode][i].score < base[i].score - 1e-4 for i in differ)
             row["mean_len_ratio"] = round(sum(len(o.text.split()) for o in outs[mode])
-                                          / max(1, sum(len(o.text.split()) for o in ref)), 4)
+                                          / max(1, sum(len(o.text.split()) for o in base)), 4)
         rows.append(row)
     return rows
 

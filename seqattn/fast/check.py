@@ -37,14 +37,14 @@ REEXPRESSES = {
     "encoder": ((Encoder, "__init__"), (Encoder, "forward"), (Encoder, "merge_directions")),
     "encode": ((Seq2Seq, "__init__"), (Seq2Seq, "encode")),
     "decoder_step": ((Seq2Seq, "__init__"), (Seq2Seq, "step"), (Decoder, "__init__"), (Decoder, "step"),
-                     (Decoder, "attend"), (Attention, "__init__"), (Attention, "scores"),
+                     (Decoder, "attend"), (Decoder, "out_rows"), (Attention, "__init__"), (Attention, "scores"),
                      (Attention, "forward")),
 }
 
 WRITTEN_FOR = {
     "encoder": "b204c99833ae0da1",
     "encode": "758bccf919c4c1b7",
-    "decoder_step": "ea62f2d58997caed",
+    "decoder_step": "81104710abd29f6e",
 }
 
 

@@ -74,11 +74,11 @@ class Decoder(nn.Module):
 
     def out_rows(self, s_tilde: torch.Tensor, vocab: torch.Tensor) -> torch.Tensor:
         """Return W_y[vocab] s~ + b_y[vocab] (rows x V'): the output layer over the target ids vocab only
-        (an int8 output layer's weights dequantized)."""
+        (another output layer, e.g. int8, computes every logit and keeps vocab's)."""
         out = self.out
-        weight, bias = (out.weight, out.bias) if isinstance(out, nn.Linear) else out._weight_bias()
-        weight = weight.dequantize() if weight.is_quantized else weight
-        return F.linear(s_tilde, weight.index_select(0, vocab), None if bias is None else bias.index_select(0, vocab))
+        if not isinstance(out, nn.Linear):
+            return out(s_tilde).index_select(-1, vocab)
+        return F.linear(s_tilde, out.weight.index_select(0, vocab), out.bias.index_select(0, vocab))
 
     def attend(self, s: torch.Tensor, memory: torch.Tensor, keys: torch.Tensor | None,
                mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
