@@ -148,6 +148,9 @@ def test_the_cli_builds_a_shortlist_and_translate_decodes_within_it(tmp_path):
     assert [t["translation"] for t in served.json()["translations"]] == proc.stdout.splitlines()
     prefixed = translator.translate(lines[:2], prefixes=["lion hat", ""], options=SearchOptions(shortlist=True))
     assert prefixed[0].text.startswith("lion hat")                       # a prefix's pieces join the shortlist
+    twice = Translator.load(model, device="cpu", ensemble=[str(model)])    # an ensemble scores the shortlist too
+    assert [o.text for o in twice.translate(lines, options=SearchOptions(beam=3, shortlist=True))] == \
+        proc.stdout.splitlines()
     int8 = Translator.load(model, device="cpu", quantize="int8")
     assert [o.text for o in int8.translate(lines, options=SearchOptions(beam=3, shortlist=True))] == \
         [o.text for o in int8.translate(lines, options=SearchOptions(beam=3))]
