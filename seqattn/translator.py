@@ -117,13 +117,14 @@ def quantize_int8(model: Seq2Seq, device: torch.device) -> Seq2Seq:
         return torch.ao.quantization.quantize_dynamic(model, {nn.Linear, nn.LSTM, nn.GRU}, dtype=torch.qint8)
 
 
-def load_shortlist(model_dir: Path) -> Shortlist | None:
-    """Return the shortlist of a model directory (shortlist.npz), or None where it has none."""
+def load_shortlist(model_dir: Path, tokenizers: Tokenizers) -> Shortlist | None:
+    """Return the shortlist of a model directory (shortlist.npz), checked against its tokenizers' sizes, or
+    None where it has none."""
     path = model_dir / "shortlist.npz"
     if not path.exists():
         return None
     try:
-        return Shortlist.load(path)
+        return Shortlist.load(path).check_fits(len(tokenizers.src), len(tokenizers.tgt), path)
     except ValueError as e:
         raise SeqattnError(str(e)) from None
 
@@ -211,7 +212,7 @@ class Translator:
             _check_vocabularies(tokenizers, member_tok, model_dir, other)
             members.append(member)
         translator = cls(model, tokenizers, cfg, dev, fixed_weights=True, members=members,
-                         shortlist=load_shortlist(model_dir))
+                         shortlist=load_shortlist(model_dir, tokenizers))
         translator._decoding()   # derived once here, so that a loaded Translator is ready to decode
         return translator
 

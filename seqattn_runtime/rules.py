@@ -156,7 +156,7 @@ class Stopping:
         if best_alive == float("-inf"):
             return True
         if self.mode == "heuristic":
-            return finished[nbest - 1].score >= best_alive / length_penalty(max(length, 1), alpha)
+            return finished[nbest - 1].score >= best_alive / length_penalty(length, alpha)
         return ended >= max(nbest, math.ceil(self.patience * beam - 1e-9))
 
 

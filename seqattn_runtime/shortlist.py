@@ -7,6 +7,7 @@ decodes an export with the same `Shortlist.vocab`.
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,12 +53,20 @@ class Shortlist:
             with np.load(path, allow_pickle=False) as f:
                 got = cls(f["offsets"].astype(np.int64), f["ids"].astype(np.int64), f["frequent"].astype(np.int64),
                           int(f["tgt_vocab"]))
-        except (OSError, KeyError, ValueError) as e:
+        except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile) as e:
             raise ValueError(f"{path}: not a shortlist ({e})") from None
-        ids_fit = not got.ids.size or 0 <= got.ids.min() <= got.ids.max() < got.tgt_vocab
-        if got.offsets[-1] != len(got.ids) or not ids_fit:
+        fit = [a for a in (got.ids, got.frequent) if a.size and not 0 <= a.min() <= a.max() < got.tgt_vocab]
+        o = got.offsets
+        if o.ndim != 1 or not o.size or o[0] != 0 or o[-1] != len(got.ids) or (np.diff(o) < 0).any() or fit:
             raise ValueError(f"{path}: not a shortlist (its offsets or ids are out of range)")
         return got
+
+    def check_fits(self, src_vocab: int, tgt_vocab: int, where: str | Path) -> Shortlist:
+        """Return self; ValueError naming where when it was built for other vocabulary sizes."""
+        if len(self.offsets) - 1 != src_vocab or self.tgt_vocab != tgt_vocab:
+            raise ValueError(f"{where}: built for {len(self.offsets) - 1} source and {self.tgt_vocab} target pieces, "
+                             f"the model has {src_vocab} and {tgt_vocab} (rebuild it: seqattn shortlist MODEL_DIR)")
+        return self
 
 
 def build(src_ids: Sequence[Sequence[int]], tgt_ids: Sequence[Sequence[int]], src_vocab: int, tgt_vocab: int,

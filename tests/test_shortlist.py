@@ -71,6 +71,11 @@ def test_the_file_round_trip_and_a_file_that_is_not_one(tmp_path):
              tgt_vocab=np.int64(4))
     with pytest.raises(ValueError, match="odd.npz: not a shortlist .its offsets or ids are out of range"):
         Shortlist.load(tmp_path / "odd.npz")
+    (tmp_path / "torn.npz").write_bytes((tmp_path / "shortlist.npz").read_bytes()[:40])
+    with pytest.raises(ValueError, match="torn.npz: not a shortlist"):
+        Shortlist.load(tmp_path / "torn.npz")
+    with pytest.raises(ValueError, match="x.npz: built for 8 source and 12 target pieces, the model has 8 and 40"):
+        back.check_fits(8, 40, "x.npz")
     with pytest.raises(ValueError, match="need k >= 1"):
         build([[5]], [[9]], 8, 12, k=0)
 
@@ -160,3 +165,6 @@ def test_the_cli_builds_a_shortlist_and_translate_decodes_within_it(tmp_path):
     assert [o.text for o in wide.translate(lines, options=SearchOptions(beam=3, shortlist=True))] == \
         [o.text for o in wide.translate(lines, options=SearchOptions(beam=3))]
     assert_one_line_error(run("shortlist", model, "--src", tmp_path / "in.txt"), "give both --src and --tgt")
+    build([[5]], [[9]], 8, 12).save(model / "shortlist.npz")          # another model's sizes
+    assert_one_line_error(run("translate", model, "--input", tmp_path / "in.txt", "--shortlist"),
+                          "shortlist.npz: built for 8 source and 12 target pieces")
