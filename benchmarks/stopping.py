@@ -11,7 +11,8 @@ set at batch 64 (`--rounds` times, the fastest kept; rules alternate within a ro
 machine's state) and its first `--single` sentences one at a time. Greedy is decoded beside them: the
 stopping rule is beam search's only. A mode ending in "+shortlist" (e.g. exact+shortlist) decodes with the
 model's shortlist, built first with `--shortlist-k` and `--shortlist-frequent` (written to the model
-directory as `seqattn shortlist` does). Rows go to benchmarks/results/stopping_<date>.jsonl; a Markdown table
+directory as `seqattn shortlist` does); how many pieces it gives a batch and how much of the references it
+holds are printed first. Rows go to benchmarks/results/stopping_<date>.jsonl; a Markdown table
 is printed.
 """
 
@@ -30,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from seqattn.config import load_config  # noqa: E402
+from seqattn.data.tokenizer import Tokenizers  # noqa: E402
 from seqattn.evaluate import score  # noqa: E402
 from seqattn.search import Stopping  # noqa: E402
 from seqattn.shortlist import build_shortlist  # noqa: E402
@@ -61,6 +63,24 @@ def reference_of(mode: str) -> str:
     """Return the mode a mode's outputs are compared with: without the shortlist, or exact."""
     rule = mode.partition("+")[0]
     return rule if mode.endswith("+shortlist") or rule == "greedy" else "exact"
+
+
+def shortlist_figures(model: Path, shortlist, data: Path, lines: int = 0) -> dict:
+    """Return how many target pieces the shortlist gives a batch of 64 test sentences and one sentence (means),
+    and the share of the test references' pieces it holds at batch 64."""
+    cfg = load_config(model / "config.yaml")
+    tok = Tokenizers.load(model)
+    src = tok.src.encode(read(data, cfg.data.src_lang)[: lines or None])
+    ref = tok.tgt.encode(read(data, cfg.data.tgt_lang)[: lines or None])
+    sizes, held, total = [], 0, 0
+    for start in range(0, len(src), 64):
+        vocab = set(shortlist.vocab(src[start : start + 64]).tolist())
+        sizes.append(len(vocab))
+        pieces = [t for r in ref[start : start + 64] for t in r]
+        held, total = held + sum(t in vocab for t in pieces), total + len(pieces)
+    return {"model": str(model), "tgt_vocab": shortlist.tgt_vocab, "pieces_batch64": round(sum(sizes) / len(sizes)),
+            "pieces_one": round(sum(len(shortlist.vocab([s])) for s in src) / len(src)),
+            "reference_held_batch64_pct": round(100 * held / total, 2)}
 
 
 def timed(tr: Translator, src: list[str], options: SearchOptions, batch: int) -> tuple[list, float]:
@@ -140,7 +160,8 @@ def main() -> int:
     rows = []
     for model in args.models:
         if any(m.endswith("+shortlist") for m in modes):
-            build_shortlist(model, k=args.shortlist_k, frequent=args.shortlist_frequent)
+            _, shortlist = build_shortlist(model, k=args.shortlist_k, frequent=args.shortlist_frequent)
+            print(json.dumps(shortlist_figures(model, shortlist, args.data, args.lines)), file=sys.stderr)
         for quantize in (None,) if args.no_int8 else (None, "int8"):
             got = measure(model, args.data, modes, args.beam, args.single, args.rounds, quantize, args.lines)
             rows += got
