@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..data.tokenizer import PAD
@@ -217,13 +218,13 @@ class Decoding:
         return logits, state, s_tilde, None if alpha is None else alpha.reshape(-1, alpha.size(-1))
 
     def _out_rows(self, vocab: torch.Tensor):
-        """Return the output layer over the target ids vocab (s~ -> rows x V'): its rows packed, kept while
-        the same vocab tensor comes (a batch's shortlist), else the model's `Decoder.out_rows`."""
+        """Return `Decoder.out_rows` over the target ids vocab (s~ rows x hidden -> rows x V'): its rows taken
+        once while the same vocab tensor comes (a batch's shortlist), packed where packing applies."""
         if self._shortlist is None or self._shortlist[0] is not vocab:
             out = self.model.decoder.out
-            packed = pack(out.weight.index_select(0, vocab), out.bias.index_select(0, vocab)) \
-                if self.out is not None else None
-            self._shortlist = (vocab, packed or (lambda s: self.model.decoder.out_rows(s, vocab)))
+            weight, bias = out.weight.index_select(0, vocab), out.bias.index_select(0, vocab)
+            packed = pack(weight, bias) if self.out is not None else None
+            self._shortlist = (vocab, packed or (lambda s: F.linear(s, weight, bias)))
         return self._shortlist[1]
 
     def _cells(self, x: torch.Tensor, state):
