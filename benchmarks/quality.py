@@ -4,7 +4,7 @@ greedy and beam 5) and on validation (greedy BLEU, the figure settings are chose
 
 usage: python benchmarks/quality.py --direction de-en [--runs recipe,sr,short,short2] [--skip-train]
                                     [--out runs/quality] [--sr-alpha 0.1] [--sr-steps 5000]
-                                    [--short-steps 2500] [--third-minutes 19.5]
+                                    [--short-steps 2500] [--third-minutes 19.5] [--cap-minutes M]
 
 Runs (each trained alone on the machine, so that its minutes mean something):
   recipe  examples/multi30k.yaml (de-en) or examples/multi30k-<direction>.yaml, as it is
@@ -51,7 +51,7 @@ def recipe_path(direction: str) -> Path:
 
 
 def run_config(direction: str, run: str, out: Path, sr_alpha: float, sr_steps: int, short_steps: int,
-               third_minutes: float, data: Path) -> Path:
+               third_minutes: float, data: Path, cap_minutes: float | None = None) -> Path:
     """Write run's config (the recipe, changed as the run says, reading its files from data) into
     out/run.yaml; return its path."""
     from multi30k import reading_from
@@ -69,6 +69,8 @@ def run_config(direction: str, run: str, out: Path, sr_alpha: float, sr_steps: i
     elif run == "sr":
         cfg.data = dataclasses.replace(cfg.data, sample_alpha=sr_alpha, sample_nbest=64)
         cfg.train = dataclasses.replace(cfg.train, max_steps=sr_steps)
+    if cap_minutes is not None and not run.startswith("third"):
+        cfg.train = dataclasses.replace(cfg.train, max_minutes=cap_minutes)
     path = out / f"{run}.yaml"
     save_config(cfg.validate(str(path)), path)
     return path
@@ -103,24 +105,27 @@ def score_row(row: str, runs: Path, data: Path, src: str, tgt: str) -> dict | No
     ends = [[r for r in log_of(m) if r["kind"] == "end"][-1] for m in members]
     return {"date": str(datetime.date.today()), "checkpoint": used, "valid_bleu": round(valid["bleu"], 2),
             "greedy_bleu": round(greedy["bleu"], 2), "greedy_chrf": round(greedy["chrf"], 2),
+            "greedy_bleu_lc": round(greedy["bleu_lc"], 2),
             "beam5_bleu": round(beam["bleu"], 2), "beam5_chrf": round(beam["chrf"], 2),
+            "beam5_bleu_lc": round(beam["bleu_lc"], 2),
             "minutes": round(sum(e["minutes"] for e in ends), 1), "steps": [e["step"] for e in ends],
             "signature": greedy["bleu_signature"]}
 
 
 def table(results: dict) -> str:
     """Return the results as one Markdown table."""
-    lines = ["| direction | model | training | val BLEU | test2016 greedy BLEU / chrF | beam 5 BLEU / chrF |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| direction | model | training | val BLEU | test2016 greedy BLEU / chrF / -lc | "
+             "beam 5 BLEU / chrF / -lc |", "|---|---|---|---|---|---|"]
     for direction in DIRECTIONS:
         for row in ROWS:
             r = results.get(direction, {}).get(row)
             if r is None:
                 continue
             steps = " + ".join(f"{s:,}" for s in r["steps"])
+            lc = {k: f" / {r[k]:.2f}" if k in r else " / -" for k in ("greedy_bleu_lc", "beam5_bleu_lc")}
             lines.append(f"| {direction} | {row} ({r['checkpoint']}) | {r['minutes']:.1f} min, {steps} steps | "
-                         f"{r['valid_bleu']:.2f} | {r['greedy_bleu']:.2f} / {r['greedy_chrf']:.2f} | "
-                         f"{r['beam5_bleu']:.2f} / {r['beam5_chrf']:.2f} |")
+                         f"{r['valid_bleu']:.2f} | {r['greedy_bleu']:.2f} / {r['greedy_chrf']:.2f}{lc['greedy_bleu_lc']} | "
+                         f"{r['beam5_bleu']:.2f} / {r['beam5_chrf']:.2f}{lc['beam5_bleu_lc']} |")
     return "\n".join(lines)
 
 
@@ -136,6 +141,9 @@ def main() -> int:
     ap.add_argument("--short-steps", type=int, default=2500)
     ap.add_argument("--third-minutes", type=float, default=19.5,
                     help="training minutes of each third run (the final validation comes on top)")
+    ap.add_argument("--cap-minutes", type=float, default=None,
+                    help="the step-bounded runs' wall-clock cap instead of the recipe's (on a shared machine, so "
+                         "that the cap cannot cut them short: their steps, and so their model, stay the recipe's)")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     src, tgt = args.direction.split("-")
@@ -150,7 +158,7 @@ def main() -> int:
     if not args.skip_train:
         for run in named:
             config = run_config(args.direction, run, runs, args.sr_alpha, args.sr_steps, args.short_steps,
-                                args.third_minutes, Path(args.data))
+                                args.third_minutes, Path(args.data), args.cap_minutes)
             subprocess.run([sys.executable, "-m", "seqattn", "train", str(config), "--overwrite"], check=True,
                            cwd=ROOT)
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}

@@ -257,8 +257,8 @@ def cmd_evaluate(args) -> int:
     if args.json:
         print(json.dumps(metrics))
     else:
-        print(f"BLEU {metrics['bleu']:.2f}  chrF {metrics['chrf']:.2f}  exact match {metrics['exact']:.2f}%  "
-              f"({metrics['n']} sentences)")
+        print(f"BLEU {metrics['bleu']:.2f}  lowercased {metrics['bleu_lc']:.2f}  chrF {metrics['chrf']:.2f}  "
+              f"exact match {metrics['exact']:.2f}%  ({metrics['n']} sentences)")
         print(metrics["bleu_signature"])
         print(metrics["chrf_signature"])
     return 0

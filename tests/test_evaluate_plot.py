@@ -20,6 +20,15 @@ def test_score_matches_sacrebleu_and_counts_exact_matches():
     assert s["n"] == 3 and "BLEU" not in s["bleu_signature"] and "nrefs:1" in s["bleu_signature"]
 
 
+def test_lowercased_bleu_ignores_case_only():
+    hyps = ["A Cat sits on the mat .", "The dog barks ."]
+    refs = ["a cat sits on the mat .", "the dog barks ."]
+    s = score(hyps, refs)
+    assert s["bleu_lc"] == pytest.approx(100.0)        # equal but for case
+    assert s["bleu"] < 70.0                             # cased: 'A', 'Cat', 'The' miss
+    assert "case:lc" in s["bleu_lc_signature"] and "case:mixed" in s["bleu_signature"]
+
+
 def test_heatmap_renders_korean_and_german(tmp_path):
     src = ["▁2007", "년", "▁7", "월", "▁Größe", "<eos>"]
     tgt = ["▁2007", "-", "07", "<eos>"]
