@@ -5,6 +5,7 @@ float32 and int8, at batch 64 and one sentence at a time.
 
 usage: python benchmarks/stopping.py --models DIR [DIR ...] [--data DIR] [--modes exact,heuristic,patience:1]
                                      [--beam 5] [--single 200] [--rounds 2] [--no-int8] [--shortlist-k 50]
+                                     [--onnx]
 --models: trained model directories (any Multi30k direction: the test set's languages are each model's
 data.src_lang / data.tgt_lang); --data holds test_2016_flickr.<lang>(.gz). Each rule decodes the whole test
 set at batch 64 (`--rounds` times, the fastest kept; rules alternate within a round so that they share the
@@ -12,8 +13,9 @@ machine's state) and its first `--single` sentences one at a time. Greedy is dec
 stopping rule is beam search's only. A mode ending in "+shortlist" (e.g. exact+shortlist) decodes with the
 model's shortlist, built first with `--shortlist-k` and `--shortlist-frequent` (written to the model
 directory as `seqattn shortlist` does); how many pieces it gives a batch and how much of the references it
-holds are printed first. Rows go to benchmarks/results/stopping_<date>.jsonl; a Markdown table
-is printed.
+holds are printed first. With --onnx, each model is also exported (`seqattn export`, with --shortlist when a
+mode asks for it; float32, and int8 unless --no-int8) into MODEL/export-<precision> and measured in
+seqattn_runtime the same way. Rows go to benchmarks/results/stopping_<date>.jsonl; a Markdown table is printed.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 from seqattn.config import load_config  # noqa: E402
 from seqattn.data.tokenizer import Tokenizers  # noqa: E402
 from seqattn.evaluate import score  # noqa: E402
+from seqattn.export import export_model_dir  # noqa: E402
 from seqattn.search import Stopping  # noqa: E402
 from seqattn.shortlist import build_shortlist  # noqa: E402
 from seqattn.translator import SearchOptions, Translator  # noqa: E402
@@ -83,7 +86,21 @@ def shortlist_figures(model: Path, shortlist, data: Path, lines: int = 0) -> dic
             "reference_held_batch64_pct": round(100 * held / total, 2)}
 
 
-def timed(tr: Translator, src: list[str], options: SearchOptions, batch: int) -> tuple[list, float]:
+class OnnxEngine:
+    """An export in seqattn_runtime, translating as `Translator.translate` does (options, batch size)."""
+
+    def __init__(self, export_dir: Path):
+        from seqattn.serve.runtime import RuntimeTranslator
+
+        self.rt = RuntimeTranslator(export_dir)
+
+    def translate(self, lines: list[str], batch_size: int, options: SearchOptions) -> list:
+        return [n[0] for n in self.rt.runtime.translate_n(
+            lines, options.beam, 1, options.alpha, batch_size, stopping=options.stopping_rule(self.rt.stopping),
+            shortlist=options.shortlist)]
+
+
+def timed(tr: Translator | OnnxEngine, src: list[str], options: SearchOptions, batch: int) -> tuple[list, float]:
     """Return (the translations of src, the seconds they took) at batch size batch."""
     start = time.perf_counter()
     if batch == 1:
@@ -94,11 +111,17 @@ def timed(tr: Translator, src: list[str], options: SearchOptions, batch: int) ->
 
 
 def measure(model: Path, data: Path, modes: list[str], beam: int, single: int, rounds: int,
-            quantize: str | None, lines: int = 0) -> list[dict]:
-    """Return one row per rule of one model at one precision (on the first `lines` test sentences, 0: all)."""
+            quantize: str | None, lines: int = 0, onnx: bool = False) -> list[dict]:
+    """Return one row per rule of one model at one precision, in PyTorch or (onnx) its export in
+    seqattn_runtime (on the first `lines` test sentences, 0: all)."""
     cfg = load_config(model / "config.yaml")
     src, ref = read(data, cfg.data.src_lang)[: lines or None], read(data, cfg.data.tgt_lang)[: lines or None]
-    tr = Translator.load(model, device="cpu", quantize=quantize)
+    if onnx:
+        export = model / f"export-{quantize or 'fp32'}"
+        export_model_dir(model, export, quantize=quantize, shortlist=any(m.endswith("+shortlist") for m in modes))
+        tr = OnnxEngine(export)
+    else:
+        tr = Translator.load(model, device="cpu", quantize=quantize)
     tr.translate(src[:64], batch_size=64, options=SearchOptions(beam=beam))   # warm-up
     outs, seconds, single_s = {}, {m: float("inf") for m in modes}, {m: float("inf") for m in modes}
     for _ in range(rounds):
@@ -114,7 +137,7 @@ def measure(model: Path, data: Path, modes: list[str], beam: int, single: int, r
         metrics = score(hyps, ref)
         row = {"date": str(datetime.date.today()), "machine": platform.processor() or platform.machine(),
                "model": str(model), "sentences": len(src), "direction": f"{cfg.data.src_lang}-{cfg.data.tgt_lang}",
-               "precision": quantize or "fp32", "rule": mode, "beam": options_of(mode, beam).beam,
+               "precision": ("onnx " if onnx else "") + (quantize or "fp32"), "rule": mode, "beam": options_of(mode, beam).beam,
                "bleu": round(metrics["bleu"], 2), "sents_per_s_b64": round(len(src) / seconds[mode], 1),
                "sents_per_s_single": round(single / single_s[mode], 1)}
         base = outs.get(reference_of(mode))
@@ -152,6 +175,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--no-int8", action="store_true", help="float32 only")
     ap.add_argument("--lines", type=int, default=0, help="the first N test sentences only, to try it out (0: all)")
+    ap.add_argument("--onnx", action="store_true", help="also measure each model's export in seqattn_runtime")
     args = ap.parse_args()
     modes = [m for m in args.modes.split(",") if m]
     for mode in modes:   # a rule name that is not one fails here, before any model loads
@@ -162,11 +186,12 @@ def main() -> int:
         if any(m.endswith("+shortlist") for m in modes):
             _, shortlist = build_shortlist(model, k=args.shortlist_k, frequent=args.shortlist_frequent)
             print(json.dumps(shortlist_figures(model, shortlist, args.data, args.lines)), file=sys.stderr)
-        for quantize in (None,) if args.no_int8 else (None, "int8"):
-            got = measure(model, args.data, modes, args.beam, args.single, args.rounds, quantize, args.lines)
-            rows += got
-            for r in got:
-                print(json.dumps(r), file=sys.stderr)
+        for onnx in (False, True) if args.onnx else (False,):
+            for quantize in (None,) if args.no_int8 else (None, "int8"):
+                got = measure(model, args.data, modes, args.beam, args.single, args.rounds, quantize, args.lines, onnx)
+                rows += got
+                for r in got:
+                    print(json.dumps(r), file=sys.stderr)
     out = ROOT / "benchmarks" / "results" / f"stopping_{datetime.date.today()}.jsonl"
     with out.open("a", encoding="utf-8") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)

@@ -306,9 +306,10 @@ def cmd_export(args) -> int:
         from .errors import SeqattnError
 
         raise SeqattnError(f"export needs {e.name}: pip install onnx onnxruntime (or the [onnx] extra)") from None
-    meta = export_model_dir(args.model_dir, args.out, args.checkpoint, args.quantize)
+    meta = export_model_dir(args.model_dir, args.out, args.checkpoint, args.quantize, args.shortlist)
     kind = "int8 weights, " if args.quantize else ""
-    print(f"exported {args.model_dir} to {args.out}: encoder.onnx, step.onnx, {', '.join(meta['tokenizers'])}, "
+    short = "step_shortlist.onnx, shortlist.npz, " if meta["shortlist"] else ""
+    print(f"exported {args.model_dir} to {args.out}: encoder.onnx, step.onnx, {short}{', '.join(meta['tokenizers'])}, "
           f"seqattn.json ({kind}checked: onnx.checker, ONNX Runtime within {meta['max_diff']:.1e} of PyTorch)")
     return 0
 
@@ -539,6 +540,8 @@ def build_parser() -> argparse.ArgumentParser:
     xp.add_argument("--checkpoint", help="checkpoint file (default: as translate)")
     xp.add_argument("--quantize", choices=["int8"], help="int8 weights (ONNX Runtime's dynamic quantization): "
                     "a quarter of the size, about 4x faster one sentence at a time, outputs close to float32's")
+    xp.add_argument("--shortlist", action="store_true", help="also export the step over a shortlist "
+                    "(step_shortlist.onnx with MODEL_DIR/shortlist.npz), for seqattn-runtime's --shortlist")
     xp.set_defaults(func=cmd_export)
 
     av = sub.add_parser("average", help="average the weights of checkpoints (e.g. MODEL_DIR/step_*.pt)")

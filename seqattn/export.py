@@ -10,6 +10,9 @@ edited model exports its edit. The export directory holds:
   keys, mask (batch x src_len bool, True at real tokens) -> logp (rows x tgt_vocab log-probabilities),
   the new h (and c), s~ (rows x dec_hidden, fed back with input feeding), alpha (rows x src_len); the
   rows of a sentence's beams share its batch row of memory (rows = batch x beams, consecutive).
+- with a shortlist (`seqattn export --shortlist`): step_shortlist.onnx, the same step with one more input,
+  vocab (V' ascending target ids, the specials first: `Shortlist.vocab`), whose logp (rows x V') covers
+  those ids only, and the model's shortlist.npz beside it.
 - the SentencePiece model(s), tgt_pieces.txt with a joint vocabulary, and seqattn.json (sizes, names).
 Both graphs have dynamic batch, rows and source-length axes. The export checks itself before it
 reports success: onnx.checker, then ONNX Runtime's outputs against the plain model's on sentences,
@@ -34,6 +37,7 @@ import torch
 from torch import nn
 
 from seqattn_runtime.rules import EXACT, Stopping
+from seqattn_runtime.shortlist import SPECIALS, Shortlist
 
 from .checkpoint import atomic_write
 from .data.batching import pad_sources
@@ -91,14 +95,15 @@ class _Encode(nn.Module):
 
 
 class _Step(nn.Module):
-    """The model's own `step` with named tensor inputs, log-probabilities out."""
+    """The model's own `step` with named tensor inputs, log-probabilities out; shortlisted: with a last input
+    vocab, the target ids the step scores (its logp covers those only)."""
 
-    def __init__(self, model: Seq2Seq, io: _Interface):
+    def __init__(self, model: Seq2Seq, io: _Interface, shortlisted: bool = False):
         super().__init__()
-        self.model, self.io = model, io
+        self.model, self.io, self.shortlisted = model, io, shortlisted
 
     def forward(self, *inputs: torch.Tensor):
-        x = dict(zip(self.io.step_inputs(), inputs))
+        x = dict(zip(self.io.step_inputs() + (["vocab"] if self.shortlisted else []), inputs))
         state = (x["h"], x["c"]) if "c" in x else x["h"]
         if self.io.attends:
             memory, mask = x["memory"], x["mask"]
@@ -107,7 +112,8 @@ class _Step(nn.Module):
             memory, mask = x["h"].new_zeros(x["y"].size(0), 1, 1), torch.ones(x["y"].size(0), 1, dtype=torch.bool)
             keys = None
         group = x["y"].size(0) // memory.size(0)
-        return _step_outputs(*self.model.step(x["y"], state, Encoded(memory, keys, mask, None), x.get("feed"), group))
+        return _step_outputs(*self.model.step(x["y"], state, Encoded(memory, keys, mask, None), x.get("feed"), group,
+                                              x.get("vocab")))
 
 
 def _step_outputs(logits: torch.Tensor, state, s_tilde: torch.Tensor, alpha: torch.Tensor | None) -> tuple:
@@ -153,17 +159,20 @@ def _sample_inputs(model: Seq2Seq, io: _Interface, lengths: list[int], beams: in
     if io.feeding:
         x["feed"] = torch.randn(rows, model.decoder.hidden_size, generator=g)
     x.update(memory=enc.memory, keys=enc.keys, mask=enc.mask)
+    tgt_vocab = model.decoder.out.out_features   # a shortlist: the specials, then every few ids from a seeded offset
+    x["vocab"] = torch.cat([torch.arange(SPECIALS), torch.arange(SPECIALS + seed % 3, tgt_vocab, 2 + seed % 3)])
     return (src, src_len), x
 
 
 @torch.no_grad()
 def export(model: Seq2Seq, tokenizer_files: list[Path], out: Path, max_len: int, max_output_ratio: float,
            langs: tuple[str | None, str | None] = (None, None), quantize: str | None = None,
-           stopping: Stopping = EXACT) -> dict:
+           stopping: Stopping = EXACT, shortlist: Path | None = None) -> dict:
     """Write the ONNX export of model (plain, on the CPU) into out with the tokenizer files; check it;
     return seqattn.json's content plus the largest difference found against PyTorch ("max_diff").
     max_len, max_output_ratio: the model's data.max_len and train.max_output_ratio; langs: its languages;
-    stopping: the beam search's stopping rule the runtime uses by default (the model's decode section).
+    stopping: the beam search's stopping rule the runtime uses by default (the model's decode section);
+    shortlist: the model's shortlist.npz, for step_shortlist.onnx (decoding with a shortlist).
     quantize="int8": after the float32 export has passed its check, ONNX Runtime's dynamic quantization
     stores the weights of the matrix products and LSTMs (not GRUs) as int8: about a quarter of the size and
     4x faster one sentence at a time on Multi30k; outputs no longer equal PyTorch's float32 ones (max_diff
@@ -171,7 +180,15 @@ def export(model: Seq2Seq, tokenizer_files: list[Path], out: Path, max_len: int,
     import onnx
 
     model = model.float().cpu().eval()
+    if shortlist is not None:
+        try:
+            Shortlist.load(shortlist).check_fits(model.encoder.embed.num_embeddings, model.decoder.out.out_features,
+                                                 shortlist)
+        except ValueError as e:
+            raise SeqattnError(str(e)) from None
     out.mkdir(parents=True, exist_ok=True)
+    for stale in ("step_shortlist.onnx", "shortlist.npz"):   # an earlier export's, into the same directory
+        (out / stale).unlink(missing_ok=True)
     io = _Interface.of(model)
     enc_args, x = _sample_inputs(model, io, [5, 3], beams=2)
     steps_in = io.step_inputs()
@@ -182,13 +199,18 @@ def export(model: Seq2Seq, tokenizer_files: list[Path], out: Path, max_len: int,
                     "memory": {0: "batch", 1: "src_len"}, "keys": {0: "batch", 1: "src_len"},
                     "mask": {0: "batch", 1: "src_len"}, "logp": {0: "rows"}, "h_out": {1: "rows"},
                     "c_out": {1: "rows"}, "s_tilde": {0: "rows"}, "alpha": {0: "rows", 1: "src_len"}}
+    graphs = [("encoder.onnx", _Encode(model, io).eval(), enc_args, ["src", "src_len"], io.encoder_outputs(),
+               dynamic_enc),
+              ("step.onnx", _Step(model, io).eval(), tuple(x[n] for n in steps_in), steps_in, io.step_outputs(),
+               dynamic_step)]
+    if shortlist is not None:
+        short_in = steps_in + ["vocab"]
+        graphs.append(("step_shortlist.onnx", _Step(model, io, shortlisted=True).eval(), tuple(x[n] for n in short_in),
+                       short_in, io.step_outputs(),
+                       {**dynamic_step, "vocab": {0: "shortlist"}, "logp": {0: "rows", 1: "shortlist"}}))
     with warnings.catch_warnings(), _quiet_native_output():   # the TorchScript exporter warns it is not the default
         warnings.simplefilter("ignore")
-        for name, module, args, ins, outs, dyn in (
-                ("encoder.onnx", _Encode(model, io).eval(), enc_args, ["src", "src_len"], io.encoder_outputs(),
-                 dynamic_enc),
-                ("step.onnx", _Step(model, io).eval(), tuple(x[n] for n in steps_in), steps_in, io.step_outputs(),
-                 dynamic_step)):
+        for name, module, args, ins, outs, dyn in graphs:
             tmp = out / f".{name}.tmp"
             try:
                 torch.onnx.export(module, args, str(tmp), dynamo=False, input_names=ins, output_names=outs,
@@ -200,15 +222,16 @@ def export(model: Seq2Seq, tokenizer_files: list[Path], out: Path, max_len: int,
                 raise SeqattnError(f"cannot export this model's {name[:-5]} to ONNX: {first[:200]}") from None
             onnx.checker.check_model(str(tmp), full_check=True)
             tmp.replace(out / name)
-    for f in tokenizer_files:
-        shutil.copyfile(f, out / f.name)
+    for f in tokenizer_files + ([shortlist] if shortlist is not None else []):
+        shutil.copyfile(f, out / ("shortlist.npz" if f is shortlist else f.name))
     meta = {"format": FORMAT, "version": VERSION, "rnn": model.cfg.rnn, "layers": model.cfg.layers,
             "attention": model.cfg.attention, "input_feeding": model.cfg.input_feeding,
             "dec_hidden_size": model.decoder.hidden_size, "src_vocab": model.encoder.embed.num_embeddings,
             "tgt_vocab": model.decoder.out.out_features, "max_len": max_len, "max_output_ratio": max_output_ratio,
             "stopping": stopping.mode, "patience": stopping.patience, "src_lang": langs[0], "tgt_lang": langs[1],
             "tokenizers": [f.name for f in tokenizer_files], "encoder_outputs": io.encoder_outputs(),
-            "step_inputs": steps_in, "step_outputs": io.step_outputs()}
+            "step_inputs": steps_in, "step_outputs": io.step_outputs(),
+            "shortlist": None if shortlist is None else "shortlist.npz"}
     diff = check(model, out)
     if quantize == "int8":
         import logging
@@ -219,9 +242,10 @@ def export(model: Seq2Seq, tokenizer_files: list[Path], out: Path, max_len: int,
         level = root.level
         root.setLevel(logging.ERROR)   # the quantizer logs advice on image models' pre-processing
         try:
-            for name in ("encoder.onnx", "step.onnx"):
+            for name, *_ in graphs:
                 tmp = out / f".{name}.int8.tmp"
-                quantize_dynamic(str(out / name), str(tmp), weight_type=QuantType.QInt8)
+                quantize_dynamic(str(out / name), str(tmp), weight_type=QuantType.QInt8,
+                                 nodes_to_exclude=_shortlist_nodes(onnx.load(str(out / name)).graph))
                 tmp.replace(out / name)
         finally:
             root.setLevel(level)
@@ -233,17 +257,30 @@ def export(model: Seq2Seq, tokenizer_files: list[Path], out: Path, max_len: int,
     return {**meta, "max_diff": diff}
 
 
+def _shortlist_nodes(graph) -> list[str]:
+    """Return the names of the nodes that take the shortlist's rows of the output layer (those reading the
+    vocab input) and of the nodes reading theirs: int8 keeps them float32, since dequantizing a batch's
+    rows at every step costs more than the int8 product saves."""
+    rows = [n for n in graph.node if "vocab" in n.input]
+    outs = {o for n in rows for o in n.output}
+    return [n.name for n in rows] + [n.name for n in graph.node if outs & set(n.input)]
+
+
 def export_model_dir(model_dir: str | Path, out: str | Path, checkpoint: str | None = None,
-                     quantize: str | None = None) -> dict:
+                     quantize: str | None = None, shortlist: bool = False) -> dict:
     """Export the model of a model directory (its checkpoint as `translate` picks it, or the given one)
-    with its tokenizers into out; return `export`'s result."""
+    with its tokenizers (and with shortlist, its shortlist.npz) into out; return `export`'s result."""
     from .translator import _load_model
 
     model_dir, out = Path(model_dir), Path(out)
+    lexical = model_dir / "shortlist.npz"
+    if shortlist and not lexical.exists():
+        raise SeqattnError(f"--shortlist: {model_dir} has no shortlist.npz (build one with `seqattn shortlist "
+                           f"{model_dir}`)")
     model, cfg, _ = _load_model(model_dir, checkpoint, torch.device("cpu"), None, fast=False)
     langs = (cfg.data.src_lang, cfg.data.tgt_lang)
     return export(model, tokenizer_files(model_dir), out, cfg.data.max_len, cfg.train.max_output_ratio, langs,
-                  quantize, Stopping(cfg.decode.stopping, cfg.decode.patience))
+                  quantize, Stopping(cfg.decode.stopping, cfg.decode.patience), lexical if shortlist else None)
 
 
 def tokenizer_files(model_dir: Path) -> list[Path]:
@@ -267,9 +304,15 @@ def check(model: Seq2Seq, out: Path, tolerance: float = TOLERANCE) -> float:
     state = (x["h"], x["c"]) if io.lstm else x["h"]
     want_step = _step_outputs(*model.step(x["y"], state, Encoded(x["memory"], x["keys"], x["mask"], None),
                                           x.get("feed"), beams))
+    graphs = [("encoder.onnx", ["src", "src_len"], enc_args, _Encode(model, io)(*enc_args)),
+              ("step.onnx", io.step_inputs(), [x[n] for n in io.step_inputs()], want_step)]
+    if (out / "step_shortlist.onnx").exists():
+        short_in = io.step_inputs() + ["vocab"]
+        graphs.append(("step_shortlist.onnx", short_in, [x[n] for n in short_in],
+                       _step_outputs(*model.step(x["y"], state, Encoded(x["memory"], x["keys"], x["mask"], None),
+                                                 x.get("feed"), beams, x["vocab"]))))
     worst = 0.0
-    for name, ins, args, want in (("encoder.onnx", ["src", "src_len"], enc_args, _Encode(model, io)(*enc_args)),
-                                  ("step.onnx", io.step_inputs(), [x[n] for n in io.step_inputs()], want_step)):
+    for name, ins, args, want in graphs:
         sess = ort.InferenceSession(str(out / name), providers=["CPUExecutionProvider"])
         got = sess.run(None, {n: a.numpy() for n, a in zip(ins, args)})
         if len(got) != len(want):

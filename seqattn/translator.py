@@ -7,11 +7,10 @@ import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
-from seqattn_runtime.shortlist import Shortlist
+from seqattn_runtime.shortlist import Shortlist, positions, target_ids
 
 from .checkpoint import load_checkpoint
 from .config import Config, load_config
@@ -283,8 +282,7 @@ class Translator:
                 if opt.shortlist:                # the batch's target pieces: ids are positions in vocab
                     vocab = self.shortlist.vocab([ids[i] for i in idx], (t for p in part_prefixes or [] for t in p))
                     searched = Shortlisted(steps, torch.as_tensor(vocab, device=self.device))
-                    part_prefixes = None if forced is None else [np.searchsorted(vocab, p).tolist()
-                                                                 for p in part_prefixes]
+                    part_prefixes = None if forced is None else [positions(vocab, p) for p in part_prefixes]
                 with autocast(self.device):
                     if plain:                    # over the same steps: prefixes, coverage penalty
                         if opt.beam > 1:
@@ -303,7 +301,7 @@ class Translator:
                                                              keys=torch.tensor(keys), attention=attention,
                                                              width=batch_size)]
                     if vocab is not None:        # positions in the shortlist -> target ids
-                        nbests = [[replace(h, ids=vocab[h.ids].tolist()) for h in n] for n in nbests]
+                        nbests = [[replace(h, ids=target_ids(vocab, h.ids)) for h in n] for n in nbests]
                     alts = [None] * len(nbests)
                     if opt.alternatives:       # the model's choices along each best output, forced
                         alts = choices(self.model, src, src_len, [n[0].ids for n in nbests], opt.alternatives,

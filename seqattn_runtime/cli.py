@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "patience (`seqattn translate --help` says how each decides); default: the export's")
     t.add_argument("--patience", type=float, default=None, help="with --stopping patience: the factor "
                    "(default: the export's)")
+    t.add_argument("--shortlist", action="store_true", help="score only the target pieces the batch's source "
+                   "pieces may bring (an export made with `seqattn export --shortlist`)")
     t.add_argument("--prefix", metavar="FILE", help="target prefixes, one per input line (empty: none), forced")
     t.add_argument("--align", action="store_true", help="append a TAB and each output's word alignment from the "
                    "attention (Pharaoh i-j)")
@@ -80,7 +82,10 @@ def translate(args) -> int:
     try:
         stopping = runtime.stopping.given(args.stopping, args.patience)
     except ValueError as e:
-            raise SystemExit(f"seqattn-runtime: error: --{e}") from None
+        raise SystemExit(f"seqattn-runtime: error: --{e}") from None
+    if args.shortlist and runtime.shortlist is None:
+        raise SystemExit(f"seqattn-runtime: error: --shortlist: {args.export_dir} has no shortlist (export it with "
+                         "`seqattn export --shortlist`)")
     lines = _lines(args.input)
     prefixes = None if args.prefix is None else _lines(args.prefix)
     if prefixes is not None and len(prefixes) != len(lines):
@@ -90,7 +95,7 @@ def translate(args) -> int:
     sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed) if args.sample else None
     results = runtime.translate_n(lines, args.beam, args.nbest, args.alpha, args.batch_size,
                                   bool(args.attention) or align, sampling, args.num_samples, prefixes,
-                                  args.coverage_penalty, stopping=stopping)
+                                  args.coverage_penalty, stopping=stopping, shortlist=args.shortlist)
     for n, outs in enumerate(results, 1):
         if outs and outs[0].truncated:
             print(f"seqattn-runtime: warning: input line {n} is longer than the model's {runtime.meta['max_len']} "

@@ -69,6 +69,17 @@ class Shortlist:
         return self
 
 
+def positions(vocab: np.ndarray, ids: Sequence[int]) -> list[int]:
+    """Return the positions in vocab (`Shortlist.vocab`, ascending) of target ids it holds: what a search
+    over the shortlist reads and writes (the specials keep their ids)."""
+    return np.searchsorted(vocab, np.asarray(ids, np.int64)).tolist()
+
+
+def target_ids(vocab: np.ndarray, places: Sequence[int]) -> list[int]:
+    """Return the target ids at positions places of vocab: a search's output over the shortlist, mapped back."""
+    return vocab[np.asarray(places, np.int64)].tolist()
+
+
 def build(src_ids: Sequence[Sequence[int]], tgt_ids: Sequence[Sequence[int]], src_vocab: int, tgt_vocab: int,
           k: int = 50, frequent: int = 100) -> Shortlist:
     """Return the shortlist of a training corpus (pairs of id lists): each source piece's k target pieces of

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from .rules import EOS, PAD, UNK, Stopping, max_lengths
 from .search import Sampling, beam_search, choices, greedy
+from .shortlist import Shortlist, positions, target_ids
 
 FORMAT, VERSION = "seqattn-onnx", 1
 REQUIRED = ("rnn", "input_feeding", "dec_hidden_size", "src_vocab", "tgt_vocab", "max_len", "max_output_ratio",
@@ -119,7 +120,14 @@ class Runtime:
         if threads:
             options.intra_op_num_threads = threads
         self.sessions = {}
-        for name in ("encoder.onnx", "step.onnx"):
+        self.shortlist: Shortlist | None = None   # the target pieces each source piece may bring (an export's)
+        if meta.get("shortlist"):
+            try:
+                self.shortlist = Shortlist.load(d / meta["shortlist"]).check_fits(len(self.src), len(self.tgt),
+                                                                                  d / meta["shortlist"])
+            except ValueError as e:
+                raise ExportError(str(e)) from None
+        for name in ("encoder.onnx", "step.onnx") + (("step_shortlist.onnx",) if self.shortlist else ()):
             try:
                 self.sessions[name] = ort.InferenceSession(str(d / name), options, providers=["CPUExecutionProvider"])
             except Exception as e:
@@ -131,20 +139,23 @@ class Runtime:
         self.lstm, self.feeding = "c" in meta["step_inputs"], "feed" in meta["step_inputs"]
 
     def translate(self, lines: list[str], beam: int = 1, alpha: float = 1.0, batch_size: int = 64,
-                  attention: bool = False, sampling: Sampling | None = None) -> list[Translation]:
+                  attention: bool = False, sampling: Sampling | None = None, shortlist: bool = False) -> list[Translation]:
         """Return the best translation of each line, in order."""
-        return [n[0] for n in self.translate_n(lines, beam, 1, alpha, batch_size, attention, sampling)]
+        return [n[0] for n in self.translate_n(lines, beam, 1, alpha, batch_size, attention, sampling,
+                                               shortlist=shortlist)]
 
     def translate_n(self, lines: list[str], beam: int = 1, nbest: int = 1, alpha: float = 1.0, batch_size: int = 64,
                     attention: bool = False, sampling: Sampling | None = None, num_samples: int = 1,
                     prefixes: list[str] | None = None, coverage: float = 0.0,
-                    alternatives: int = 0, stopping: Stopping | None = None) -> list[list[Translation]]:
+                    alternatives: int = 0, stopping: Stopping | None = None,
+                    shortlist: bool = False) -> list[list[Translation]]:
         """Return each line's n-best list (greedy: beam 1, or beam search) or its num_samples samples
         (sampling, greedy only: sample j of line i draws with key i * num_samples + j), sentences sorted by
         length and decoded batch_size at a time; prefixes (one per line, "" for none): each output starts
         with its line's prefix, forced (`rules.force`); coverage: beam search's coverage penalty beta;
         alternatives: with each best output, the k likeliest pieces at each of its positions
-        (`search.choices`); stopping: beam search's stopping rule (None: the export's, `self.stopping`). An
+        (`search.choices`); stopping: beam search's stopping rule (None: the export's, `self.stopping`);
+        shortlist: score only each batch's shortlist of target pieces (the export's shortlist.npz). An
         empty or blank line gives the empty output, not decoded."""
         if beam < 1 or not 1 <= nbest <= beam:
             raise ValueError(f"need beam >= 1 and 1 <= nbest <= beam, got beam {beam}, nbest {nbest}")
@@ -152,6 +163,8 @@ class Runtime:
             raise ValueError("sampling and beam > 1 exclude each other")
         if prefixes is not None and len(prefixes) != len(lines):
             raise ValueError(f"{len(prefixes)} prefixes for {len(lines)} lines: give one per line ('' for none)")
+        if shortlist and self.shortlist is None:
+            raise ValueError(f"shortlist: {self.dir} has no shortlist (export it with `seqattn export --shortlist`)")
         forced = None if prefixes is None or not any(p.strip() for p in prefixes) else self.tgt.encode(prefixes)
         copies = num_samples if sampling is not None else 1
         ids = self.src.encode(lines)
@@ -166,9 +179,15 @@ class Runtime:
             part = rows[start : start + batch_size]
             keys = np.array([i * copies + j for i, j in part], np.int64)
             batch = [ids[i] for i, _ in part]
-            hyps = self._decode(batch, beam, nbest, alpha, attention, sampling, keys,
-                                None if forced is None else [forced[i] for i, _ in part], coverage,
-                                stopping or self.stopping)
+            part_prefixes = None if forced is None else [forced[i] for i, _ in part]
+            vocab = None
+            if shortlist:              # the batch's target pieces: the search's ids are positions in vocab
+                vocab = self.shortlist.vocab(batch, (t for p in part_prefixes or [] for t in p))
+                part_prefixes = None if forced is None else [positions(vocab, p) for p in part_prefixes]
+            hyps = self._decode(batch, beam, nbest, alpha, attention, sampling, keys, part_prefixes, coverage,
+                                stopping or self.stopping, vocab)
+            if vocab is not None:
+                hyps = [[replace(h, ids=target_ids(vocab, h.ids)) for h in nb] for nb in hyps]
             alts = choices(_ExportSteps(self, *_pad(batch)), [nb[0].ids for nb in hyps], alternatives) \
                 if alternatives else [None] * len(hyps)
             for (i, _), nb, alt in zip(part, hyps, alts):
@@ -178,9 +197,9 @@ class Runtime:
 
     def _decode(self, batch: list[list[int]], beam: int, nbest: int, alpha: float, attention: bool,
                 sampling: Sampling | None, keys: np.ndarray, prefixes: list[list[int]] | None = None,
-                coverage: float = 0.0, stopping: Stopping | None = None):
+                coverage: float = 0.0, stopping: Stopping | None = None, vocab: np.ndarray | None = None):
         src, src_len = _pad(batch)
-        steps = _ExportSteps(self, src, src_len)
+        steps = _ExportSteps(self, src, src_len, vocab)
         limits = max_lengths(src_len, self.meta["max_output_ratio"])
         if beam == 1:
             return [[h] for h in greedy(steps, limits, src_len, attention, sampling, keys, prefixes)]
@@ -210,13 +229,15 @@ def _pad(batch: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
 
 
 class _ExportSteps:
-    """`search.Steps` of a batch encoded by encoder.onnx, stepping with step.onnx."""
+    """`search.Steps` of a batch encoded by encoder.onnx, stepping with step.onnx; given vocab (a shortlist's
+    ascending target ids), with step_shortlist.onnx: the ids steps read and write are positions in vocab."""
 
-    def __init__(self, runtime: Runtime, src: np.ndarray, src_len: np.ndarray):
+    def __init__(self, runtime: Runtime, src: np.ndarray, src_len: np.ndarray, vocab: np.ndarray | None = None):
         meta = runtime.meta
         outs = dict(zip(meta["encoder_outputs"], runtime.sessions["encoder.onnx"].run(
             None, {"src": src, "src_len": src_len})))
-        self.session, self.outputs = runtime.sessions["step.onnx"], meta["step_outputs"]
+        self.session = runtime.sessions["step.onnx" if vocab is None else "step_shortlist.onnx"]
+        self.outputs, self.vocab = meta["step_outputs"], vocab
         self.lstm, self.feeding, self.hidden = runtime.lstm, runtime.feeding, meta["dec_hidden_size"]
         self.state = [outs["h0"]] + ([outs["c0"]] if self.lstm else [])
         if "mask" not in outs:                        # exports of seqattn before the mask was an output
@@ -236,6 +257,8 @@ class _ExportSteps:
         if not np.array_equal(sents, self.sents):     # sentences have finished: their rows leave
             self.rows, self.sents = {k: v[sents] for k, v in self.source.items()}, sents
         x = {"y": y, "h": state[0], **self.rows}
+        if self.vocab is not None:
+            x.update(y=self.vocab[y], vocab=self.vocab)
         if self.lstm:
             x["c"] = state[1]
         if feed is not None:

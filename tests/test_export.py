@@ -197,3 +197,61 @@ def test_an_int8_export_is_smaller_quantized_and_translates_close_to_float(expor
     close = Runtime(tmp_path / "int8").translate(lines, beam=3)
     same = sum(a.text == b.text for a, b in zip(close, runtime.translate(lines, beam=3)))
     assert same >= 0.8 * len(lines), same
+
+
+def test_an_export_with_a_shortlist_decodes_over_it_as_pytorch_does(exported, tmp_path):
+    """Every architecture: step_shortlist.onnx is the model's step over a shortlist; the runtime's searches
+    over it (greedy, beam with n-best, prefixes) give PyTorch's outputs and scores, within the shortlist."""
+    import shutil
+
+    from seqattn.shortlist import build_shortlist
+
+    _, _, pairs, tmp, meta = exported
+    model = tmp_path / "model"
+    shutil.copytree(tmp / "model", model)
+    build_shortlist(model, k=2, frequent=0)                     # small: the shortlist leaves most pieces out
+    short = export_model_dir(model, tmp_path / "export", shortlist=True)
+    assert short["shortlist"] == "shortlist.npz" and short["max_diff"] < 1e-4
+    translator, runtime = Translator.load(model, device="cpu"), Runtime(tmp_path / "export")
+    lines = [s for s, _ in pairs[:12]] + [""]
+    vocab = set(runtime.shortlist.vocab(runtime.src.encode(lines)).tolist())
+    assert max(len(runtime.shortlist.vocab(runtime.src.encode(lines[i : i + 2]))) for i in range(0, 12, 2)) < \
+        0.9 * len(runtime.tgt)                                  # a batch of two leaves pieces out
+    prefixes = ["", pairs[1][1].split()[0]] + [""] * (len(lines) - 2)
+    for beam, nbest, pre in ((1, 1, None), (3, 2, None), (3, 1, prefixes)):
+        want = translator.translate_n(lines, batch_size=2, attention=True, prefixes=pre,
+                                      options=SearchOptions(beam=beam, nbest=nbest, shortlist=True))
+        got = runtime.translate_n(lines, beam, nbest, batch_size=2, attention=True, prefixes=pre, shortlist=True)
+        for g_list, w_list in zip(got, want):
+            for g, w in zip(g_list, w_list):
+                _same(w, g)
+                assert set(translator.tok.tgt.encode([g.text])[0]) <= vocab | set(
+                    translator.tok.tgt.encode([pre[1]])[0] if pre else [])
+    with pytest.raises(ValueError, match="no shortlist"):
+        Runtime(tmp / "export").translate_n(lines, shortlist=True)
+    if meta["name"] != "lstm-dot":
+        return
+    refused = subprocess.run([sys.executable, "-m", "seqattn_runtime.cli", "translate", str(tmp / "export"),
+                              "--shortlist"], input="apple\n", capture_output=True, text=True)
+    assert refused.returncode != 0 and refused.stderr.strip().endswith("`seqattn export --shortlist`)")
+    assert len(refused.stderr.strip().splitlines()) == 1
+    src = "".join(f"{s}\n" for s in lines[:8])
+    got = subprocess.run([sys.executable, "-m", "seqattn_runtime.cli", "translate", str(tmp_path / "export"),
+                          "--shortlist", "--beam", "3", "--batch-size", "2"], input=src, capture_output=True, text=True)
+    want = subprocess.run([sys.executable, "-m", "seqattn", "translate", str(model), "--shortlist", "--beam", "3",
+                           "--batch-size", "2"], input=src, capture_output=True, text=True)
+    assert got.returncode == 0 and got.stdout == want.stdout and len(got.stdout.splitlines()) == 8, got.stderr
+    none = subprocess.run([sys.executable, "-m", "seqattn", "export", str(tmp / "model"), "--out",
+                           str(tmp_path / "o"), "--shortlist"], capture_output=True, text=True)
+    assert none.returncode == 2 and "has no shortlist.npz" in none.stderr
+    assert len(none.stderr.strip().splitlines()) == 1
+    from seqattn.serve.app import create_app
+    from seqattn.serve.runtime import RuntimeTranslator
+    from fastapi.testclient import TestClient
+
+    served = TestClient(create_app(RuntimeTranslator(tmp_path / "export"))).post(
+        "/translate", json={"texts": lines[:8], "beam": 3, "shortlist": True})
+    assert [t["translation"] for t in served.json()["translations"]] == \
+        [t.text for t in runtime.translate(lines[:8], beam=3, shortlist=True)]    # one batch of 8, one shortlist
+    q = export_model_dir(model, tmp_path / "int8", quantize="int8", shortlist=True)   # int8 over a shortlist runs
+    assert q["shortlist"] and len(Runtime(tmp_path / "int8").translate(lines, beam=3, shortlist=True)) == len(lines)

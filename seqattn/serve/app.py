@@ -163,7 +163,8 @@ def create_app(translator: Translator, limits: Limits | None = None) -> FastAPI:
         except SeqattnError as e:
             return _error(422, str(e).lstrip("-"))
         if req.shortlist and translator.shortlist is None:
-            return _error(422, "shortlist: this model has no shortlist (build one with `seqattn shortlist MODEL_DIR`)")
+            return _error(422, "shortlist: this model has no shortlist (build one with `seqattn shortlist MODEL_DIR`; "
+                          "an export: `seqattn export --shortlist`)")
         results = await batcher.submit(texts, options, req.attention or req.align, prefixes)
         out = []
         for outs in results:

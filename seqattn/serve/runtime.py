@@ -25,9 +25,12 @@ class RuntimeTranslator:
         return self.runtime.translate_n(texts, options.beam, options.nbest, options.alpha, attention=attention,
                                         sampling=sampling, num_samples=options.num_samples, prefixes=prefixes,
                                         coverage=options.coverage_penalty, alternatives=options.alternatives,
-                                        stopping=options.stopping_rule(self.stopping))
+                                        stopping=options.stopping_rule(self.stopping), shortlist=options.shortlist)
 
-    shortlist = None   # the ONNX runtime decodes over the whole vocabulary
+    @property
+    def shortlist(self):
+        """The export's shortlist (`seqattn export --shortlist`), or None."""
+        return self.runtime.shortlist
 
     @property
     def stopping(self):
