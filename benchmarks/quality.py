@@ -124,8 +124,9 @@ def table(results: dict) -> str:
             steps = " + ".join(f"{s:,}" for s in r["steps"])
             lc = {k: f" / {r[k]:.2f}" if k in r else " / -" for k in ("greedy_bleu_lc", "beam5_bleu_lc")}
             lines.append(f"| {direction} | {row} ({r['checkpoint']}) | {r['minutes']:.1f} min, {steps} steps | "
-                         f"{r['valid_bleu']:.2f} | {r['greedy_bleu']:.2f} / {r['greedy_chrf']:.2f}{lc['greedy_bleu_lc']} | "
-                         f"{r['beam5_bleu']:.2f} / {r['beam5_chrf']:.2f}{lc['beam5_bleu_lc']} |")
+                         f"{r['valid_bleu']:.2f} | {r['greedy_bleu']:.2f} / {r['greedy_chrf']:.2f}"
+                         f"{lc['greedy_bleu_lc']} | {r['beam5_bleu']:.2f} / {r['beam5_chrf']:.2f}"
+                         f"{lc['beam5_bleu_lc']} |")
     return "\n".join(lines)
 
 

@@ -90,7 +90,7 @@ class OnnxEngine:
     """An export in seqattn_runtime, translating as `Translator.translate` does (options, batch size)."""
 
     def __init__(self, export_dir: Path):
-        from seqattn.serve.runtime import RuntimeTranslator
+        from seqattn_runtime.serve.backend import RuntimeTranslator
 
         self.rt = RuntimeTranslator(export_dir)
 
@@ -137,7 +137,8 @@ def measure(model: Path, data: Path, modes: list[str], beam: int, single: int, r
         metrics = score(hyps, ref)
         row = {"date": str(datetime.date.today()), "machine": platform.processor() or platform.machine(),
                "model": str(model), "sentences": len(src), "direction": f"{cfg.data.src_lang}-{cfg.data.tgt_lang}",
-               "precision": ("onnx " if onnx else "") + (quantize or "fp32"), "rule": mode, "beam": options_of(mode, beam).beam,
+               "precision": ("onnx " if onnx else "") + (quantize or "fp32"), "rule": mode,
+               "beam": options_of(mode, beam).beam,
                "bleu": round(metrics["bleu"], 2), "sents_per_s_b64": round(len(src) / seconds[mode], 1),
                "sents_per_s_single": round(single / single_s[mode], 1)}
         base = outs.get(reference_of(mode))

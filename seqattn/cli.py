@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from seqattn_runtime.serve import add_arguments as add_serve_arguments
+
 
 def _progress_callback(total: int | None, desc: str):
     """Return (callback, close) that drive a tqdm bar on stderr from training events."""
@@ -378,15 +380,14 @@ def cmd_bench(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    import uvicorn
+    from seqattn_runtime.serve import serve
 
     from .device import freeze_loaded_objects
     from .errors import SeqattnError
-    from .serve.app import Limits, create_app
     from .translator import Translator
 
     if args.runtime == "onnx":
-        from .serve.runtime import RuntimeTranslator
+        from seqattn_runtime.serve.backend import RuntimeTranslator
 
         if args.quantize or args.ensemble or args.device == "cuda":
             raise SeqattnError("--runtime onnx serves the export as it is: no --quantize, --ensemble or --device cuda")
@@ -395,12 +396,7 @@ def cmd_serve(args) -> int:
         translator = Translator.load(args.model_dir, device=args.device, quantize=args.quantize,
                                      ensemble=args.ensemble)
         freeze_loaded_objects()
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"seqattn: warning: listening on {args.host}: reachable from other machines, with no "
-              f"authentication", file=sys.stderr)
-    limits = Limits(max_body_bytes=args.max_body_bytes, max_chars=args.max_chars, max_texts=args.max_texts,
-                    max_beam=args.max_beam, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms)
-    uvicorn.run(create_app(translator, limits), host=args.host, port=args.port, log_level="warning")
+    serve(translator, args, "seqattn")
     return 0
 
 
@@ -563,17 +559,10 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("model_dir", help="a model directory, or with --runtime onnx a `seqattn export` directory")
     sv.add_argument("--runtime", default="pytorch", choices=["pytorch", "onnx"],
                     help="onnx: serve an export with ONNX Runtime")
-    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     sv.add_argument("--quantize", choices=["int8"], help="int8 dynamic quantization (CPU)")
     _add_ensemble_arg(sv)
-    sv.add_argument("--max-body-bytes", type=int, default=1 << 20)
-    sv.add_argument("--max-chars", type=int, default=2000, help="characters per text")
-    sv.add_argument("--max-texts", type=int, default=64, help="texts per request")
-    sv.add_argument("--max-beam", type=int, default=10)
-    sv.add_argument("--max-batch", type=int, default=32, help="texts decoded together (dynamic batching)")
-    sv.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests")
+    add_serve_arguments(sv)
     sv.set_defaults(func=cmd_serve)
 
     b = sub.add_parser("bench", help="training tokens/s against this machine's GEMM ceiling (MFU)")

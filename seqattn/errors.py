@@ -1,5 +1,5 @@
-"""The one exception type for user mistakes (bad file, bad config, bad model directory)."""
+"""The one exception type for user mistakes (bad file, bad config, bad model directory): seqattn_runtime's."""
 
+from seqattn_runtime.errors import SeqattnError
 
-class SeqattnError(Exception):
-    """A user-facing error: the CLI prints its message as one line and exits with code 2."""
+__all__ = ["SeqattnError"]

@@ -8,6 +8,9 @@ import os
 import sys
 from pathlib import Path
 
+from .errors import SeqattnError
+from .serve import add_arguments as add_serve_arguments
+
 NL = b"\n"
 
 
@@ -59,33 +62,30 @@ def build_parser() -> argparse.ArgumentParser:
                    "attention (Pharaoh i-j)")
     t.add_argument("--align-threshold", type=float, metavar="W", help="also align to every source word whose "
                    "attention reaches W (implies --align)")
+    t.set_defaults(func=translate)
+    sv = sub.add_parser("serve", help="the HTTP API and attention page of `seqattn serve`, over the export")
+    sv.add_argument("export_dir", help="a directory written by `seqattn export`")
+    sv.add_argument("--threads", type=int, default=0, help="ONNX Runtime's threads (0: its default)")
+    add_serve_arguments(sv)
+    sv.set_defaults(func=serve)
     return p
 
 
 def translate(args) -> int:
     from .align import pharaoh
+    from .options import SearchOptions
     from .search import Sampling
     from .translator import Runtime
 
-    if args.beam < 1 or not 1 <= args.nbest <= args.beam:
-        raise SystemExit(f"seqattn-runtime: error: need --beam >= 1 and 1 <= --nbest <= --beam, got "
-                         f"{args.beam} and {args.nbest}")
-    if args.coverage_penalty < 0 or (args.coverage_penalty and args.beam == 1):
-        raise SystemExit("seqattn-runtime: error: --coverage-penalty must be >= 0 and needs --beam > 1")
-    if args.num_samples != 1 and not args.sample:
-        raise SystemExit("seqattn-runtime: error: --num-samples needs --sample")
-    if args.sample and (args.beam > 1 or args.temperature <= 0 or args.top_k < 0 or not 0 < args.top_p <= 1
-                        or args.num_samples < 1):
-        raise SystemExit("seqattn-runtime: error: --sample needs --beam 1, --temperature > 0, --top-k >= 0, "
-                         "0 < --top-p <= 1 and --num-samples >= 1")
+    options = SearchOptions(beam=args.beam, nbest=args.nbest, alpha=args.alpha, sample=args.sample,
+                            temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                            num_samples=args.num_samples, seed=args.seed, coverage_penalty=args.coverage_penalty,
+                            stopping=args.stopping, patience=args.patience, shortlist=args.shortlist).check()
     runtime = Runtime(args.export_dir, threads=args.threads)
-    try:
-        stopping = runtime.stopping.given(args.stopping, args.patience)
-    except ValueError as e:
-        raise SystemExit(f"seqattn-runtime: error: --{e}") from None
+    stopping = options.stopping_rule(runtime.stopping)
     if args.shortlist and runtime.shortlist is None:
-        raise SystemExit(f"seqattn-runtime: error: --shortlist: {args.export_dir} has no shortlist (export it with "
-                         "`seqattn export --shortlist`)")
+        raise SeqattnError(f"--shortlist: {args.export_dir} has no shortlist (export it with "
+                           "`seqattn export --shortlist`)")
     lines = _lines(args.input)
     prefixes = None if args.prefix is None else _lines(args.prefix)
     if prefixes is not None and len(prefixes) != len(lines):
@@ -115,13 +115,25 @@ def translate(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    from .translator import ExportError
+def serve(args) -> int:
+    from .serve.backend import RuntimeTranslator
 
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as e:
+        raise SeqattnError(f"serve needs {e.name}: pip install './seqattn_runtime[serve]'") from None
+    from .serve import serve as run
+
+    run(RuntimeTranslator(args.export_dir, threads=args.threads), args, "seqattn-runtime")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return translate(args)
-    except ExportError as e:
+        return args.func(args)
+    except SeqattnError as e:   # a missing or broken export, an option out of range
         print(f"seqattn-runtime: error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import SeqattnError
 from .rules import EOS, PAD, UNK, Stopping, max_lengths
 from .search import Sampling, beam_search, choices, greedy
 from .shortlist import Shortlist, positions, target_ids
@@ -17,7 +18,7 @@ REQUIRED = ("rnn", "input_feeding", "dec_hidden_size", "src_vocab", "tgt_vocab",
             "tokenizers", "encoder_outputs", "step_inputs", "step_outputs")
 
 
-class ExportError(Exception):
+class ExportError(SeqattnError):
     """A missing, corrupt or mismatched export: the message names the file."""
 
 
@@ -139,7 +140,8 @@ class Runtime:
         self.lstm, self.feeding = "c" in meta["step_inputs"], "feed" in meta["step_inputs"]
 
     def translate(self, lines: list[str], beam: int = 1, alpha: float = 1.0, batch_size: int = 64,
-                  attention: bool = False, sampling: Sampling | None = None, shortlist: bool = False) -> list[Translation]:
+                  attention: bool = False, sampling: Sampling | None = None,
+                  shortlist: bool = False) -> list[Translation]:
         """Return the best translation of each line, in order."""
         return [n[0] for n in self.translate_n(lines, beam, 1, alpha, batch_size, attention, sampling,
                                                shortlist=shortlist)]

@@ -17,12 +17,12 @@ from seqattn.config import load_config
 from seqattn.data.batching import pad_sources
 from seqattn.errors import SeqattnError
 from seqattn.search import Sampling, beam_search, greedy, max_lengths
-from seqattn.serve.app import create_app
-from seqattn.serve.runtime import RuntimeTranslator
 from seqattn.train import Trainer
 from seqattn.translator import SearchOptions, Translator
 from seqattn_runtime.align import pharaoh, word_of, word_weights
 from seqattn_runtime.rules import EOS, SOS, length_penalty
+from seqattn_runtime.serve.app import create_app
+from seqattn_runtime.serve.backend import RuntimeTranslator
 
 
 def forced_logprob(model, src, src_len, row: int, ids: list[int], finished: bool) -> float:

@@ -111,7 +111,7 @@ def test_translate_evaluate_and_serve_take_an_ensemble(two_models, tmp_path):
         100 * sum(o.text == t for o, (_, t) in zip(both.translate(src), pairs)) / 10)
     from fastapi.testclient import TestClient
 
-    from seqattn.serve.app import create_app
+    from seqattn_runtime.serve.app import create_app
 
     client = TestClient(create_app(both))
     assert client.get("/info").json()["ensemble"] == 2

@@ -121,6 +121,79 @@ def test_the_commands_export_and_translate(tmp_path, exported):
         assert refused.returncode != 0 and len(refused.stderr.strip().splitlines()) == 1, (bad, refused.stderr)
 
 
+NO_TORCH = (
+    "import sys\n"
+    "class NoTorch:\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name == 'torch' or name.startswith('torch.'):\n"
+    "            raise ImportError('torch is not installed here')\n"
+    "sys.meta_path.insert(0, NoTorch())\n")
+
+
+def test_seqattn_runtime_serve_answers_as_seqattn_serve_without_torch(exported, tmp_path):
+    """`seqattn-runtime serve`, in a process where torch cannot be imported: the same API, limits, page and
+    answers as the PyTorch server's app."""
+    import socket
+    import time
+    import urllib.error
+    import urllib.request
+
+    from fastapi.testclient import TestClient
+
+    from seqattn_runtime.serve.app import create_app
+
+    translator, _, pairs, tmp, meta = exported
+    if meta["name"] != "lstm-dot":
+        pytest.skip("one architecture is enough for the server")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = NO_TORCH + "from seqattn_runtime.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    server = subprocess.Popen([sys.executable, "-c", code, "serve", str(tmp / "export"), "--port", str(port),
+                               "--max-texts", "3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+
+    def call(path, body=None):
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(url + path, data, {"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, server.communicate()[1]
+            try:
+                if call("/health") == (200, '{"status":"ok"}'):
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "seqattn-runtime serve did not start"
+            time.sleep(0.2)
+        info = json.loads(call("/info")[1])
+        assert info["runtime"] == "onnxruntime" and info["limits"]["max_texts"] == 3
+        lines = [s for s, _ in pairs[:3]]
+        body = {"texts": lines, "beam": 3, "nbest": 2, "attention": True}
+        status, got = call("/translate", body)
+        want = TestClient(create_app(translator)).post("/translate", json=body).json()
+        assert status == 200 and [t["translation"] for t in json.loads(got)["translations"]] == \
+            [t["translation"] for t in want["translations"]]
+        assert call("/translate", {"texts": lines * 2})[0] == 422                    # the limits it was given
+        page, docs = call("/"), call("/docs")
+        assert page[0] == 200 and "/static/app.js" in page[1] and call("/static/app.js")[0] == 200
+        assert docs[0] == 200 and "swagger" in docs[1].lower()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    missing = subprocess.run([sys.executable, "-m", "seqattn_runtime.cli", "serve", str(tmp_path / "nope"),
+                              "--port", str(port)], capture_output=True, text=True)
+    assert missing.returncode == 2 and "seqattn.json: not found" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1
+
+
 def test_a_broken_or_mismatched_export_is_a_one_line_error(tmp_path, exported):
     _, _, _, tmp, meta = exported
     if meta["name"] != "lstm-dot":
@@ -160,8 +233,8 @@ def test_serve_with_the_onnx_runtime_answers_as_pytorch_does(exported):
     from fastapi.testclient import TestClient
 
     from seqattn.errors import SeqattnError
-    from seqattn.serve.app import create_app
-    from seqattn.serve.runtime import RuntimeTranslator
+    from seqattn_runtime.serve.app import create_app
+    from seqattn_runtime.serve.backend import RuntimeTranslator
 
     translator, _, pairs, tmp, meta = exported
     if meta["name"] != "lstm-dot":
@@ -245,9 +318,10 @@ def test_an_export_with_a_shortlist_decodes_over_it_as_pytorch_does(exported, tm
                            str(tmp_path / "o"), "--shortlist"], capture_output=True, text=True)
     assert none.returncode == 2 and "has no shortlist.npz" in none.stderr
     assert len(none.stderr.strip().splitlines()) == 1
-    from seqattn.serve.app import create_app
-    from seqattn.serve.runtime import RuntimeTranslator
     from fastapi.testclient import TestClient
+
+    from seqattn_runtime.serve.app import create_app
+    from seqattn_runtime.serve.backend import RuntimeTranslator
 
     served = TestClient(create_app(RuntimeTranslator(tmp_path / "export"))).post(
         "/translate", json={"texts": lines[:8], "beam": 3, "shortlist": True})

@@ -129,9 +129,9 @@ def client():
     if not _client:
         from fastapi.testclient import TestClient
 
-        from seqattn.serve.app import Limits, create_app
         from seqattn.train import Trainer
         from seqattn.translator import Translator
+        from seqattn_runtime.serve.app import Limits, create_app
 
         tmp = TMP / "serve"
         tmp.mkdir(exist_ok=True)

@@ -8,9 +8,9 @@ from conftest import reverse_pairs, write_tiny_config
 from fastapi.testclient import TestClient
 
 from seqattn.config import load_config
-from seqattn.serve.app import Limits, create_app
 from seqattn.train import Trainer
 from seqattn.translator import SearchOptions, Translator
+from seqattn_runtime.serve.app import Limits, create_app
 
 
 @pytest.fixture(scope="module")

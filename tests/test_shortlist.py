@@ -13,9 +13,9 @@ from seqattn.config import load_config
 from seqattn.fast import Decoding
 from seqattn.fast import search as engine
 from seqattn.search import Shortlisted, beam_search, greedy
-from seqattn.serve.app import create_app
 from seqattn.train import Trainer
 from seqattn.translator import SearchOptions, Translator
+from seqattn_runtime.serve.app import create_app
 from seqattn_runtime.shortlist import SPECIALS, Shortlist, build
 
 

@@ -11,9 +11,9 @@ import pytest
 from conftest import reverse_pairs, write_tiny_config
 
 from seqattn.config import load_config
-from seqattn.serve.app import create_app
 from seqattn.train import Trainer
 from seqattn.translator import Translator
+from seqattn_runtime.serve.app import create_app
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")

@@ -1,26 +1,25 @@
-"""`seqattn serve --runtime onnx EXPORT_DIR`: the app over seqattn_runtime instead of PyTorch."""
+"""The app's backend over an export (`seqattn-runtime serve`, `seqattn serve --runtime onnx`): ONNX Runtime,
+no PyTorch."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from ..options import SearchOptions
+from ..search import Sampling
+from ..translator import Runtime
+
 
 class RuntimeTranslator:
-    """A `seqattn_runtime.Runtime` with what the app asks of a translator: translate_n, info and stopping."""
+    """A `seqattn_runtime.Runtime` with what the app asks of a translator (as `seqattn.translator.Translator`
+    has them): translate_n(texts, attention, options, prefixes), info(), stopping and shortlist. A missing or
+    broken export raises `ExportError` (a SeqattnError) naming the file."""
 
-    def __init__(self, export_dir: str | Path):
-        from seqattn_runtime import ExportError, Runtime
+    def __init__(self, export_dir: str | Path, threads: int = 0):
+        self.runtime = Runtime(export_dir, threads=threads)
 
-        from ..errors import SeqattnError
-
-        try:
-            self.runtime = Runtime(export_dir)
-        except ExportError as e:
-            raise SeqattnError(str(e)) from None
-
-    def translate_n(self, texts: list[str], attention: bool, options, prefixes: list[str] | None = None) -> list:
-        from seqattn_runtime.search import Sampling
-
+    def translate_n(self, texts: list[str], attention: bool, options: SearchOptions,
+                    prefixes: list[str] | None = None) -> list:
         sampling = Sampling(options.temperature, options.top_k, options.top_p, options.seed) if options.sample else None
         return self.runtime.translate_n(texts, options.beam, options.nbest, options.alpha, attention=attention,
                                         sampling=sampling, num_samples=options.num_samples, prefixes=prefixes,

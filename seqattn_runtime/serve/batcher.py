@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..translator import SearchOptions, Translation
+from ..options import SearchOptions
 
 
 @dataclass
@@ -24,7 +24,7 @@ class Batcher:
     the event loop stays free."""
 
     def __init__(self, decode: Callable[[list[str], SearchOptions, bool, list[str] | None],
-                                        list[list[Translation]]],
+                                        list[list]],
                  max_batch: int = 32, max_wait_s: float = 0.005):
         self.decode, self.max_batch, self.max_wait_s = decode, max_batch, max_wait_s
         self.queue: asyncio.Queue[_Job] | None = None
@@ -32,7 +32,7 @@ class Batcher:
         self.model_calls = 0
 
     async def submit(self, texts: list[str], options: SearchOptions, attention: bool,
-                     prefixes: list[str] | None = None) -> list[list[Translation]]:
+                     prefixes: list[str] | None = None) -> list[list]:
         """Return the n-best translations of texts (each starting with its prefix, when given), decoded together
         with concurrent requests."""
         if self.task is None or self.task.done():

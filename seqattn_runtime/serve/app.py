@@ -1,4 +1,5 @@
-"""The FastAPI app: POST /translate, GET /health, GET /info, and the attention page at GET /."""
+"""The FastAPI app: POST /translate, GET /health, GET /info, and the attention page at GET /, over either
+backend: seqattn's `Translator` (PyTorch) or `RuntimeTranslator` (an export, ONNX Runtime). Torch-free."""
 
 from __future__ import annotations
 
@@ -12,11 +13,10 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
-from seqattn_runtime.align import pharaoh
-from seqattn_runtime.rules import STOPPING
-
+from ..align import pharaoh
 from ..errors import SeqattnError
-from ..translator import SearchOptions, Translator
+from ..options import SearchOptions
+from ..rules import STOPPING
 from .batcher import Batcher
 
 STATIC = Path(__file__).parent / "static"
@@ -97,9 +97,10 @@ def _error(status: int, message: str, limit: str | None = None) -> JSONResponse:
     return JSONResponse(status_code=status, content=body)
 
 
-def create_app(translator: Translator, limits: Limits | None = None) -> FastAPI:
-    """Return the app serving translator (loaded once) within limits: a `Translator`, or anything with its
-    translate_n, info and stopping (`serve.runtime.RuntimeTranslator`: the ONNX export)."""
+def create_app(translator, limits: Limits | None = None) -> FastAPI:
+    """Return the app serving translator (loaded once) within limits: a `seqattn.translator.Translator`, or
+    anything with its translate_n(texts, attention, options, prefixes), info(), stopping and shortlist
+    (`RuntimeTranslator`: an export)."""
     limits = limits or Limits()
     app = FastAPI(title="seqattn", description="Recurrent seq2seq with Luong attention: translate and see "
                                                "where the model looked.")

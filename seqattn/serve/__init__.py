@@ -1,1 +1,0 @@
-"""HTTP API and web page: FastAPI app with dynamic batching (`seqattn serve MODEL_DIR`)."""
