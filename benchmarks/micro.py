@@ -81,7 +81,7 @@ def main() -> int:
 
     x = torch.randn(3000, 512, requires_grad=True)
     grad = torch.randn(3000, 512)
-    torch_drop = lambda: (x * (torch.rand_like(x) >= 0.2) * 1.25).backward(grad)   # noqa: E731
+    torch_drop = lambda: (x * (torch.rand_like(x) >= 0.2) * 1.25).backward(grad)
     res["dropout_ms"] = {"torch": ms(torch_drop), "seqattn": ms(lambda: cpu_dropout(x, 0.2).backward(grad))}
 
     mem = packed_batch(features=512)

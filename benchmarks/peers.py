@@ -203,7 +203,7 @@ def run_seqattn(a, out: Path) -> dict:
     speeds = [r["tokens_per_s"] for r in log if r["kind"] == "train"][1:]
     minutes_at = {r["step"]: r["minutes"] for r in log if r["kind"] == "valid"}
     src = (work / f"{TEST}.de").read_text(encoding="utf-8").splitlines()
-    decode = lambda ckpt, beam, quantize="": decode_seqattn(model, ckpt, beam, work, d, quantize)   # noqa: E731
+    decode = lambda ckpt, beam, quantize="": decode_seqattn(model, ckpt, beam, work, d, quantize)
 
     last = max(int(p.stem[5:]) for p in model.glob("step_*.pt"))
     result = {"train": train, "tokens_per_s": statistics.median(speeds), "steps": last,
@@ -250,7 +250,7 @@ def run_onmt(a, out: Path) -> dict:
     ckpts = sorted((d / "run").glob("model_step_*.pt"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
     inside = [p for p in ckpts if p.stat().st_mtime - train["start"] <= a.minutes * 60]
 
-    decode = lambda ckpt, beam: decode_onmt(bin_, ckpt, beam, work, d)   # noqa: E731
+    decode = lambda ckpt, beam: decode_onmt(bin_, ckpt, beam, work, d)
 
     last = inside[-1]
     result = {"train": train, "tokens_per_s": statistics.median(speeds), "steps": int(last.stem.rsplit("_", 1)[1])}
@@ -304,7 +304,7 @@ def run_joey(a, out: Path) -> dict:
     ckpts = sorted((p for p in (d / "run").glob("*.ckpt") if p.stem.isdigit()), key=lambda p: int(p.stem))
     inside = [p for p in ckpts if p.stat().st_mtime - train["start"] <= a.minutes * 60]
 
-    decode = lambda ckpt, beam: decode_joey(py, ckpt, beam, work, d)   # noqa: E731
+    decode = lambda ckpt, beam: decode_joey(py, ckpt, beam, work, d)
 
     result = {"train": train, "tokens_per_s": statistics.median(speeds) if speeds else None,
               "steps": int(inside[-1].stem) if inside else 0}

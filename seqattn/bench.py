@@ -182,7 +182,7 @@ def run_bench(seconds: float = 20.0, model: ModelConfig | None = None, src_vocab
     timed = batches[len(warm):] or batches
     step_flops = [train_flops(m, tgt_vocab, BatchShape.of(b)) for b in timed]   # counted before the clock runs
     typical = BatchShape.of(sorted(batches, key=lambda b: b.n_tokens)[len(batches) // 2])
-    rate = lambda: gemm_rate(m, tgt_vocab, typical, device, probe_seconds)   # noqa: E731
+    rate = lambda: gemm_rate(m, tgt_vocab, typical, device, probe_seconds)
     stretches = max(1, probes - 1)
     reads = [rate()]
     tokens = flops = steps = 0

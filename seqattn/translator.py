@@ -119,7 +119,7 @@ def _check_vocabularies(mine: Tokenizers, theirs: Tokenizers, model_dir: Path, o
     if mine.src.proto != theirs.src.proto:
         raise SeqattnError(f"{other}: its source tokenizer differs from {model_dir}'s: an ensemble's models must "
                            f"share their vocabularies")
-    pieces = lambda tok: tok.pieces(list(range(len(tok))))   # noqa: E731
+    pieces = lambda tok: tok.pieces(list(range(len(tok))))
     if pieces(mine.tgt) != pieces(theirs.tgt):
         raise SeqattnError(f"{other}: its target vocabulary ({len(theirs.tgt)} pieces) differs from {model_dir}'s "
                            f"({len(mine.tgt)}): an ensemble's models must share their vocabularies")

@@ -295,7 +295,7 @@ def test_stopping_rules_through_the_translator_config_cli_api_and_runtime(traine
         for g_list, w_list in zip(got[mode], want):
             assert [g.text for g in g_list] == [translator.tok.tgt.decode(w.ids) for w in w_list]
             assert [g.score for g in g_list] == pytest.approx([w.score for w in w_list], abs=1e-5)
-    scores = lambda results: [g.score for g_list in results for g in g_list]   # noqa: E731
+    scores = lambda results: [g.score for g_list in results for g in g_list]
     assert scores(got["patience"]) != pytest.approx(scores(got["exact"]), abs=1e-5)   # the rule reached the search
     assert translator.stopping == Stopping()
     shutil.copytree(tmp / "model", tmp_path / "patient")                    # a model whose config says patience

@@ -247,7 +247,7 @@ def test_serve_with_the_onnx_runtime_answers_as_pytorch_does(exported):
     body = {"texts": [s for s, _ in pairs[:4]], "beam": 3, "nbest": 2, "attention": True}
     got, want = (c.post("/translate", json=body).json()["translations"] for c in (onnx_client, torch_client))
     assert [g["translation"] for g in got] == [w["translation"] for w in want]
-    nbest = lambda items: [[n["translation"] for n in item["nbest"]] for item in items]  # noqa: E731
+    nbest = lambda items: [[n["translation"] for n in item["nbest"]] for item in items]
     assert nbest(got) == nbest(want)
     assert all(g["target_tokens"] == w["target_tokens"] for g, w in zip(got, want))
     with pytest.raises(SeqattnError, match="seqattn.json"):

@@ -117,7 +117,7 @@ def test_fast_decoding_gives_the_plain_models_steps_and_outputs(rnn, att, feed, 
     for search in (lambda s: greedy(s, src, src_len, limit, width=5),
                    lambda s: beam_search(s, src, src_len, limit, beam=3, nbest=2, alpha=1.0, width=4)):
         got, ref = search(fast), search(model)
-        flat = lambda r: [h for x in r for h in (x if isinstance(x, list) else [x])]   # noqa: E731
+        flat = lambda r: [h for x in r for h in (x if isinstance(x, list) else [x])]
         assert [h.ids for h in flat(got)] == [h.ids for h in flat(ref)]
         assert [h.score for h in flat(got)] == pytest.approx([h.score for h in flat(ref)], abs=1e-4)
 

@@ -63,7 +63,7 @@ def test_fine_tuning_resumes_bit_for_bit(base, tmp_path):
     (w_a, _, prog_a), (w_b, _, prog_b) = _final_state(tmp_path / "a" / "model"), _final_state(tmp_path / "b" / "model")
     assert prog_a["step"] == prog_b["step"] == 30
     assert all(torch.equal(w_a[key], w_b[key]) for key in w_a)
-    strip = lambda h: [{k: v for k, v in r.items() if k != "minutes"} for r in h]   # noqa: E731
+    strip = lambda h: [{k: v for k, v in r.items() if k != "minutes"} for r in h]
     assert strip(prog_a["history"]) == strip(prog_b["history"])
 
 

@@ -188,7 +188,7 @@ def test_beam_search_stops_a_sentence_once_nothing_alive_can_win():
 def test_length_penalty_lengthens_outputs():
     model = random_model()
     src, src_len, limit = sources(40, seed=5)
-    mean_len = lambda hyps: sum(len(n[0].ids) for n in hyps) / len(hyps)  # noqa: E731
+    mean_len = lambda hyps: sum(len(n[0].ids) for n in hyps) / len(hyps)
     short = mean_len(beam_search(model, src, src_len, limit, beam=5, alpha=0.0))
     long = mean_len(beam_search(model, src, src_len, limit, beam=5, alpha=3.0))
     assert long > short
@@ -200,8 +200,8 @@ def test_sampling_draws_each_sentence_alike_alone_in_a_batch_and_in_the_engine(t
     and the engine, whatever the batch and its order; another seed other ones."""
     model = random_model()
     src, src_len, limit = sources(16, seed=1)
-    cut = lambda seed: Sampling(temperature, top_k, top_p, seed)   # noqa: E731
-    draws = lambda seed: [h.ids for h in greedy(model, src, src_len, limit, sampling=cut(seed))]   # noqa: E731
+    cut = lambda seed: Sampling(temperature, top_k, top_p, seed)
+    draws = lambda seed: [h.ids for h in greedy(model, src, src_len, limit, sampling=cut(seed))]
     assert draws(11) == draws(11)
     assert draws(11) != draws(12)
     plain = greedy(model, src, src_len, limit, sampling=cut(11))

@@ -158,7 +158,7 @@ def test_subword_sampling_draws_a_new_segmentation_every_epoch_and_the_same_one_
     pairs = reverse_pairs(60, seed=1)
     cfg = load_config(write_tiny_config(tmp_path, pairs, data__sample_alpha=0.1))
     data = prepare_data(cfg, None)
-    epoch = lambda e: [(b.src.tolist(), b.tgt_out.tolist()) for b in sampled_batches(data, cfg, e)]  # noqa: E731
+    epoch = lambda e: [(b.src.tolist(), b.tgt_out.tolist()) for b in sampled_batches(data, cfg, e)]
     first, again, second = epoch(0), epoch(0), epoch(1)
     assert first == again and first != second
     standard = sorted(tuple(x) for b in data.train for x in b.src.tolist())

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .tokenizer import UNK
+from seqattn_runtime.rules import UNK
 
 CHUNK = 2_000    # lines per SentencePiece call while listing (bounds the Python lists alive at once)
 

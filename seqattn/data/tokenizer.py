@@ -9,6 +9,7 @@ from pathlib import Path
 from seqattn_runtime.rules import EOS, PAD, SOS, UNK
 
 from ..errors import SeqattnError
+from .sampling import Segmentations
 
 __all__ = ["EOS", "PAD", "SOS", "SPECIALS", "UNK", "TargetView", "Tokenizer", "Tokenizers"]
 SPECIALS = ("<pad>", "<unk>", "<sos>", "<eos>")
@@ -95,8 +96,6 @@ class Tokenizer:
 
     def segmentations(self, lines: list[str], nbest: int):
         """Return the nbest most likely segmentations of each line (`sampling.Segmentations`)."""
-        from .sampling import Segmentations
-
         return Segmentations.of(self.sp, lines, nbest)
 
     def pieces(self, ids: list[int]) -> list[str]:
@@ -137,8 +136,6 @@ class TargetView:
         """Return `Tokenizer.segmentations` in view ids; a segmentation using a piece outside the view is
         never drawn (the decoder has no output for it), the standard one stays."""
         import numpy as np
-
-        from .sampling import Segmentations
 
         to_view = np.full(len(self.base), -1, np.int64)
         to_view[self.keep] = np.arange(len(self.keep))

@@ -67,7 +67,7 @@ class EncoderTables:
         hh = [pack(gate_order(getattr(rnn, f"weight_hh_l0{x}"))) for x in suffixes]
         if any(h is None for h in hh):
             return None
-        snapshot = lambda name: torch.cat([gate_order(getattr(rnn, f"{name}_l0{x}")) for x in suffixes])  # noqa: E731
+        snapshot = lambda name: torch.cat([gate_order(getattr(rnn, f"{name}_l0{x}")) for x in suffixes])
         return cls(encoder.embed.weight.detach().clone(), snapshot("weight_ih"),
                    snapshot("bias_ih") + snapshot("bias_hh"), hh)
 

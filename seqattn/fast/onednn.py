@@ -1,21 +1,17 @@
 """Linear layers with their weight reordered once into oneDNN's blocked layout, for CPU decoding.
 
 torch's CPU `addmm` hands MKL the weight in its plain layout, and MKL repacks it on every call. With
-the few dozen rows of a decoding step that repacking costs about as much as the product itself: the
-Multi30k output layer (64 x 512 times 512 x 3,963) takes 1.44 ms through addmm and 0.99 ms from a weight
-reordered once, the LSTM's 64 x 512 times 512 x 2,048 0.70 ms against 0.47 ms (`python
-benchmarks/micro.py`, "decoding_gemm_ms"). `PackedLinear` keeps such a reordered copy and multiplies through the
-oneDNN operators that torch.compile's CPU backend uses for frozen weights. `pack` returns None where
-they are missing or do not apply (not the CPU, not float32): callers then use the module as it is.
+the few dozen rows of a decoding step that repacking costs about as much as the product itself
+(`python benchmarks/micro.py`, "decoding_gemm_ms", gives both on the Multi30k shapes). `PackedLinear`
+keeps a copy reordered once and multiplies through the oneDNN operators that torch.compile's CPU backend
+uses for frozen weights. `pack` returns None where they are missing or do not apply (not the CPU, not
+float32): callers then use the module as it is.
 
-oneDNN compiles a kernel for every new number of rows the first time it meets it (about 0.7 ms), and
-decoding meets dozens of small ones (the encoder's steps as sentences end, the last sentences of a
-batch). Rows in BUCKETED (8 to 63) are therefore padded up to a multiple of ROW_BUCKET, a few zero
-rows against four kernels per weight (`seqattn translate` of test2016 greedy from a fresh process,
-padding all rows below 64: 124 distinct products -> 35, 1.16 -> 1.12 s, medians of 8 processes
-alternating with a temporary switch, 2026-11-26). Fewer rows stay
-as they are (one sentence would pay for 16), and so do more: beam search's 5 x sentences rows would
-waste more in padding than the compiles cost.
+oneDNN compiles a kernel for every new number of rows the first time it meets it, and decoding meets
+dozens of small ones (the encoder's steps as sentences end, the last sentences of a batch). Rows in
+BUCKETED (8 to 63) are therefore padded up to a multiple of ROW_BUCKET: a few zero rows in exchange for
+four kernels per weight instead of dozens. Fewer rows stay as they are (one sentence would pay for 16),
+and so do more: beam search's 5 x sentences rows would waste more in padding than the compiles cost.
 
 A PackedLinear is a snapshot: it does not follow later changes of the weight it was made from, so it is
 made by whoever knows the weights are fixed (`fast.Decoding`), never cached on a module.

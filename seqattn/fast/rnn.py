@@ -3,14 +3,12 @@ one-layer LSTM encoder of inference from an input-projection table.
 
 torch's own packed LSTM/GRU on the CPU computes the input projections of all steps at once and then
 takes each step's rows with `narrow`; in the backward pass every one of those slices is turned into a
-zero-filled gradient the size of all steps and added up, once per time step (for the Multi30k encoder,
-about 50 ms of a 530 ms training step). `packed_rnn` computes the same function with the per-step rows
-taken by `split`, whose backward is one concatenation (GRU; about 8% more training tokens/s on the CPU).
-For an LSTM, the leading steps every sequence of the batch is alive for go to torch's fused LSTM (oneDNN),
-and the steps after them to a loop with a hand-written backward (`_LSTMDirection`): the Multi30k
-encoder's forward + backward over all 153 training batches 15.4 -> 13.8 s against the loop alone.
-`pad_packed` replaces pad_packed_sequence, whose backward copies time step by time step (an encoder
-memory of 140 sentences: 22 ms forward + backward, against 1.3 ms for one row gather; benchmarks/micro.py).
+zero-filled gradient the size of all steps and added up, once per time step. `packed_rnn` computes the
+same function with the per-step rows taken by `split`, whose backward is one concatenation (GRU). For an
+LSTM, the leading steps every sequence of the batch is alive for go to torch's fused LSTM (oneDNN), and
+the steps after them to a loop with a hand-written backward (`_LSTMDirection`). `pad_packed` replaces
+pad_packed_sequence, whose backward copies time step by time step, with one row gather. What each saves
+is measured by `python benchmarks/micro.py` (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -22,7 +20,7 @@ from torch.nn.utils.rnn import PackedSequence
 from .dropout import cpu_dropout
 
 # packed LSTM training: leading steps shared by all rows go to torch's fused LSTM when there are at least
-# this many (a fused call costs about 1.3 ms more than a step of seqattn's loop, forward + backward, 2 cores)
+# this many (a fused call has a fixed cost above one step of the hand-written loop, forward + backward)
 FUSED_MIN_STEPS = 4
 TABLE_MAX = 32 * 2**20     # elements of an input-projection table (encoder or decoder; float32: 128 MiB)
 # Under CUDA autocast torch runs cuDNN's RNNs in fp16 (not bf16), re-casting their weights on every call
