@@ -1,6 +1,6 @@
-"""The seed's bottleneck, measured (opt-in, not in CI): attention none vs dot / general / concat on Multi30k.
+"""The context vector's bottleneck, measured (opt-in, not in CI): attention none vs dot / general / concat on Multi30k.
 
-Without attention the whole source must pass through the context vector; the seed's claim is that this
+Without attention the whole source must pass through the context vector; the explainer's claim is that this
 fails on long inputs and attention fixes it. Each model trains with the same step budget and schedule
 (examples/multi30k.yaml otherwise); test2016 is decoded greedily and scored by source-length bucket.
 

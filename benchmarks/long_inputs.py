@@ -1,10 +1,10 @@
-"""The seed's bottleneck on long inputs (opt-in, not in CI): the plain seq2seq against attention, the same
+"""The context vector's bottleneck on long inputs (opt-in, not in CI): the plain seq2seq against attention, the same
 budget, exact match by input length.
 
 The built-in `lookup` task maps each of 5 to 100 letters to a word, in order (`a c b` -> `apple cat bear`):
 everything the decoder must write is in the source, and how much grows with its length. Without attention
 the source reaches the decoder only through the context vector; with it, every step reads the letters.
-Each model (the seed's LSTM, `model.attention` none or dot, nothing else changed) trains for the same
+Each model (an LSTM, `model.attention` none or dot, nothing else changed) trains for the same
 wall-clock budget on 20,000 generated pairs; 1,000 held-out inputs are decoded greedily.
 
 usage: python benchmarks/long_inputs.py [--seconds 240] [--out runs/long_inputs] [--results benchmarks/results]
@@ -32,7 +32,7 @@ def main() -> int:
     ap.add_argument("--results", default=str(ROOT / "benchmarks" / "results"), help="where the figure and JSON go")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
-    from seqattn.config import Config, DataConfig, ModelConfig, TrainConfig
+    from seqattn.config import Config, DataConfig, DecodeConfig, ModelConfig, TrainConfig
     from seqattn.data.tasks import make_splits
     from seqattn.plot import plot_curves
     from seqattn.train import Trainer
@@ -54,8 +54,8 @@ def main() -> int:
                               attention=attention, dropout=0.1),
             train=TrainConfig(seed=args.seed, batch_tokens=4000, lr=0.003, schedule="constant", label_smoothing=0.0,
                               max_minutes=args.seconds / 60, valid_every=200, valid_metric="exact", log_every=50,
-                              max_output_ratio=2.5,
                               tensorboard=False),
+            decode=DecodeConfig(max_output_ratio=2.5),
         ).validate("long_inputs")
         run = Trainer(cfg, overwrite=True).run()
         outputs = Translator.load(cfg.model_dir).translate([s for s, _ in test])

@@ -149,7 +149,7 @@ class BenchResult:
 def run_bench(seconds: float = 20.0, model: ModelConfig | None = None, src_vocab: int = 8000,
               tgt_vocab: int = 4000, batch_tokens: int = 3000, device: torch.device | None = None,
               seed: int = 1234, probes: int = 4, probe_seconds: float = 0.02) -> BenchResult:
-    """Train the model (default: the seed's model at the peers' matched size) on synthetic batches for
+    """Train the model (default: the LSTM with dot attention at the peers' matched size) on synthetic batches for
     about `seconds` after warming up; return its throughput against the GEMM ceiling.
 
     Warm-up: 3 steps on the CPU; on CUDA one step on every batch shape, so that cuDNN's and cuBLAS's

@@ -49,12 +49,8 @@ def cmd_train(args) -> int:
     from .train import Trainer
 
     cfg = load_config(args.config)
-    if args.nproc > 1 and "RANK" not in os.environ:
-        argv = ["train", args.config, *(["--model-dir", args.model_dir] if args.model_dir else []),
-                *(["--resume"] if args.resume else []), *(["--overwrite"] if args.overwrite else []),
-                *(["--init-from", args.init_from] if args.init_from else []),
-                *(["--init-optimizer"] if args.init_optimizer else [])]
-        return launch(argv, args.nproc)
+    if args.nproc > 1 and "RANK" not in os.environ:   # each rank parses the same command line, RANK set
+        return launch(args.argv, args.nproc)
     if args.model_dir:
         cfg.model_dir = args.model_dir
     if args.init_from:
@@ -133,12 +129,17 @@ def _add_search_args(p: argparse.ArgumentParser, nbest: bool) -> None:
         p.set_defaults(nbest=1, num_samples=1)
 
 
+def _add_device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="auto: CUDA where there is a GPU, else the CPU")
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model_dir")
     p.add_argument("--checkpoint", help="checkpoint file in the model directory, or any path (default: "
                    "averaged.pt when training kept one, else best.pt)")
     p.add_argument("--batch-size", type=_positive_int, default=64, help="sentences decoded together")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _add_device_arg(p)
     p.add_argument("--quantize", choices=["int8"], help="int8 dynamic quantization of the linear and LSTM "
                    "layers (CPU decoding: about 2x faster)")
 
@@ -526,7 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "s_t, the scores e_t, alpha_t, a_t, [a_t; s_t], s~_t and the 5 most likely y_t")
     ex.add_argument("--checkpoint", help="checkpoint file (default: as translate)")
     ex.add_argument("--numbers", type=_positive_int, default=8, help="how many numbers of each vector to print")
-    ex.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _add_device_arg(ex)
     ex.add_argument("--json", action="store_true", help="print everything as one JSON line")
     ex.set_defaults(func=cmd_explain)
 
@@ -551,7 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--from-json", metavar="FILE", help="plot a record of a 'translate --attention' file instead")
     pl.add_argument("--index", type=int, default=0, help="which record of --from-json (0-based)")
     pl.add_argument("--out", required=True, help="output image: .png, .svg or .pdf")
-    pl.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _add_device_arg(pl)
     _add_search_args(pl, nbest=False)
     pl.set_defaults(func=cmd_plot)
 
@@ -559,7 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("model_dir", help="a model directory, or with --runtime onnx a `seqattn export` directory")
     sv.add_argument("--runtime", default="pytorch", choices=["pytorch", "onnx"],
                     help="onnx: serve an export with ONNX Runtime")
-    sv.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _add_device_arg(sv)
     sv.add_argument("--quantize", choices=["int8"], help="int8 dynamic quantization (CPU)")
     _add_ensemble_arg(sv)
     add_serve_arguments(sv)
@@ -573,7 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch-tokens", type=int, default=3000)
     b.add_argument("--rnn", default="lstm", choices=["lstm", "gru"])
     b.add_argument("--attention", default="dot", choices=["dot", "general", "concat", "none"])
-    b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _add_device_arg(b)
     b.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
     b.set_defaults(func=cmd_bench)
 
@@ -606,7 +607,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the exit code (user errors: one line on stderr, code 2)."""
     from .errors import SeqattnError
 
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    args.argv = argv                                  # the command line as given, for `train --nproc`
     try:
         return args.func(args)
     except SeqattnError as e:
@@ -623,42 +626,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-# Commands that allocate and free vocabulary-sized tensors every step: glibc's malloc hands such
-# blocks back to the kernel and faults them in again; tcmalloc keeps them (~14% more training tokens/s).
-TCMALLOC_COMMANDS = ("train", "bench")
-
-
-def _reexec_with_tcmalloc(argv: list[str]) -> None:
-    """Replace this process by the same command under tcmalloc when it is installed and not loaded yet
-    (SEQATTN_TCMALLOC=0 turns this off)."""
-    import os
-
-    if not argv or argv[0] not in TCMALLOC_COMMANDS or os.environ.get("SEQATTN_TCMALLOC") == "0":
-        return
-    preload = os.environ.get("LD_PRELOAD", "")
-    if "tcmalloc" in preload:
-        return
-    import ctypes.util
-
-    lib = ctypes.util.find_library("tcmalloc_minimal") or ctypes.util.find_library("tcmalloc")
-    if lib:
-        env = {**os.environ, "LD_PRELOAD": f"{preload} {lib}".strip(), "SEQATTN_TCMALLOC": "0"}
-        os.execve(sys.executable, [sys.executable, "-m", "seqattn", *argv], env)
-
-
 def entry() -> None:
-    """The `seqattn` command: main(), flush, then leave without the interpreter's teardown, which
-    takes about 0.3 s once torch is imported (a quarter of `translate`'s start-up)."""
-    import os
+    """The `seqattn` command: main() (under tcmalloc for the commands it speeds up), then leave without the
+    interpreter's teardown."""
+    from .process import leave, reexec_with_tcmalloc
 
-    _reexec_with_tcmalloc(sys.argv[1:])
-    code = main()
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except BrokenPipeError:
-        code = code or 1
-    os._exit(code)
+    reexec_with_tcmalloc(sys.argv[1:])
+    leave(main())
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -39,7 +40,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """The seed's encoder-decoder; defaults are the seed's model."""
+    """The RNN encoder-decoder; the defaults are an LSTM with Luong dot attention (README's equations)."""
 
     rnn: Literal["lstm", "gru"] = "lstm"
     emb_size: int = 256
@@ -76,7 +77,6 @@ class TrainConfig:
     valid_metric: Literal["bleu", "chrf", "exact", "loss", "ppl"] = "bleu"
     early_stopping: int = 0           # stop after this many validations without improvement; 0: off
     keep_last: int = 0                # also keep the weights of the last K validations (step_N.pt) for averaging
-    max_output_ratio: float = 1.5     # decoding limit: ratio * source length + 10 pieces
     log_every: int = 50
     tensorboard: bool = True
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -91,6 +91,7 @@ class DecodeConfig:
 
     stopping: Literal[STOPPING] = "exact"   # when beam search ends a sentence (`seqattn_runtime.rules.Stopping`)
     patience: float = 1.0             # stopping 'patience': end at patience x beam finished hypotheses
+    max_output_ratio: float = 1.5     # an output ends at ratio x source length + 10 pieces (validation too)
 
 
 @dataclass
@@ -119,7 +120,7 @@ class Config:
                     "model.enc_hidden_size": m.enc_hidden_size, "model.dec_hidden_size": m.dec_hidden_size,
                     "model.layers": m.layers, "train.batch_tokens": t.batch_tokens, "train.lr": t.lr,
                     "train.valid_every": t.valid_every, "train.log_every": t.log_every,
-                    "train.max_output_ratio": t.max_output_ratio, "decode.patience": self.decode.patience}
+                    "decode.max_output_ratio": self.decode.max_output_ratio, "decode.patience": self.decode.patience}
         for key, value in positive.items():
             if value <= 0:
                 raise SeqattnError(f"{where}: {key} must be > 0, got {value}")
@@ -194,9 +195,39 @@ def _build(cls: type, raw: Any, prefix: str, where: str) -> Any:
     return cls(**kwargs)
 
 
+MOVED = {"train.max_output_ratio": "decode.max_output_ratio"}   # an old key: still read, with a notice
+_noticed: set[tuple[str, str]] = set()
+
+
+def _moved(raw: dict, where: str) -> dict:
+    """Return raw with the MOVED keys under their new names (a copy); print a one-line notice per file and key
+    (once a process); raise SeqattnError when a file sets both names to different values."""
+    raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    for old, new in MOVED.items():
+        (old_part, old_key), (new_part, new_key) = old.split("."), new.split(".")
+        part = raw.get(old_part)
+        if not isinstance(part, dict) or old_key not in part:
+            continue
+        value = part.pop(old_key)
+        target = raw.setdefault(new_part, {})
+        if not isinstance(target, dict):
+            continue                                  # _build names the malformed section
+        if new_key in target and target[new_key] != value:
+            raise SeqattnError(f"{where}: {old} ({value!r}) is the old name of {new} ({target[new_key]!r}): "
+                               f"keep {new} only")
+        target.setdefault(new_key, value)
+        if (where, old) not in _noticed:
+            _noticed.add((where, old))
+            print(f"seqattn: notice: {where}: {old} is now {new} (read as such; rename it)", file=sys.stderr)
+    return raw
+
+
 def config_from_dict(raw: dict, where: str = "config") -> Config:
-    """Return a validated Config from a plain dict (as read from YAML)."""
-    return _build(Config, raw if raw is not None else {}, "", where).validate(where)
+    """Return a validated Config from a plain dict (as read from YAML; keys renamed since are read under
+    their new names, `MOVED`)."""
+    if raw is None:
+        raw = {}
+    return _build(Config, _moved(raw, where) if isinstance(raw, dict) else raw, "", where).validate(where)
 
 
 def load_config(path: str | Path) -> Config:

@@ -1,4 +1,5 @@
-"""The built-in demo: generate a task, train the seed's model on it, measure, draw attention."""
+"""The built-in demo: generate a task, train an LSTM encoder-decoder with dot attention on it, measure,
+draw attention."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ TASK_SETTINGS = {"qa": {"lr": 0.008, "dropout": 0.0, "batch_tokens": 750}}
 
 def demo_config(task: str, out: Path, seconds: float, seed: int, steps: int = 0, rnn: str = "lstm",
                 attention: str = "dot") -> Config:
-    """Return the demo's config: a small model that learns the task in minutes on a CPU (the seed's LSTM and
+    """Return the demo's config: a small model that learns the task in minutes on a CPU (an LSTM with
     dot attention unless rnn / attention say otherwise)."""
     own = TASK_SETTINGS.get(task, {})
     return Config(

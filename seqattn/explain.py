@@ -1,8 +1,8 @@
-"""One sentence through the seed's model, step by step: the context vector, free decoding, teacher forcing,
+"""One sentence through the model, step by step: the context vector, free decoding, teacher forcing,
 and every quantity of one attention step.
 
 Calls the model's own `Seq2Seq.encode` and `Seq2Seq.step` (`seqattn/model/`) one step at a time, the way
-the seed explains it, and records what each step is fed, what it predicts and where it looks. For one
+the equations read, and records what each step is fed, what it predicts and where it looks. For one
 step t it also records, from the model's own modules as they run (forward hooks), the decoder state s_t,
 the attention scores e_t (`Attention.scores`), the distribution alpha_t, the attention value a_t,
 [a_t; s_t], the attentional state s~_t and the output distribution. `seqattn explain` prints it.
@@ -168,7 +168,7 @@ def explain(translator: Translator, text: str, reference: str | None = None, ste
                                 None if where is None else float(alpha[where])))
             return out
 
-        limit = int(max_lengths(src_len, translator.cfg.train.max_output_ratio)[0])
+        limit = int(max_lengths(src_len, translator.cfg.decode.max_output_ratio)[0])
         free_raw = run(None, limit, step if reference is None else None)
         written = [best for _, best, _, _ in free_raw if best != EOS]
         forced = loss = None

@@ -170,7 +170,7 @@ def export(model: Seq2Seq, tokenizer_files: list[Path], out: Path, max_len: int,
            stopping: Stopping = EXACT, shortlist: Path | None = None) -> dict:
     """Write the ONNX export of model (plain, on the CPU) into out with the tokenizer files; check it;
     return seqattn.json's content plus the largest difference found against PyTorch ("max_diff").
-    max_len, max_output_ratio: the model's data.max_len and train.max_output_ratio; langs: its languages;
+    max_len, max_output_ratio: the model's data.max_len and decode.max_output_ratio; langs: its languages;
     stopping: the beam search's stopping rule the runtime uses by default (the model's decode section);
     shortlist: the model's shortlist.npz, for step_shortlist.onnx (decoding with a shortlist).
     quantize="int8": after the float32 export has passed its check, ONNX Runtime's dynamic quantization
@@ -279,7 +279,7 @@ def export_model_dir(model_dir: str | Path, out: str | Path, checkpoint: str | N
                            f"{model_dir}`)")
     model, cfg, _ = _load_model(model_dir, checkpoint, torch.device("cpu"), None, fast=False)
     langs = (cfg.data.src_lang, cfg.data.tgt_lang)
-    return export(model, tokenizer_files(model_dir), out, cfg.data.max_len, cfg.train.max_output_ratio, langs,
+    return export(model, tokenizer_files(model_dir), out, cfg.data.max_len, cfg.decode.max_output_ratio, langs,
                   quantize, Stopping(cfg.decode.stopping, cfg.decode.patience), lexical if shortlist else None)
 
 

@@ -226,7 +226,7 @@ class Translator:
                 part = [rows[r] for r in order[start : start + per_call]]
                 idx = [i for i, _ in part]
                 src, src_len = pad_sources([ids[i] for i in idx])
-                limit = max_lengths(src_len, self.cfg.train.max_output_ratio)
+                limit = max_lengths(src_len, self.cfg.decode.max_output_ratio)
                 src = src.to(self.device)
                 keys = [i * copies + j for i, j in part]
                 part_prefixes = None if forced is None else [forced[i] for i in idx]

@@ -1,9 +1,12 @@
-"""Shared fixtures: tiny parallel data and configs written into temporary directories."""
+"""Shared helpers: tiny parallel data and configs written into temporary directories, small random models and
+sources, the CLI in a subprocess."""
 
 from __future__ import annotations
 
 import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -59,3 +62,67 @@ def _threads():
     import torch
 
     torch.set_num_threads(2)
+
+
+def run(*args, stdin=None, cwd=None, timeout=600):
+    """Return the finished `python -m seqattn ARGS...` (text output captured)."""
+    return subprocess.run([sys.executable, "-m", "seqattn", *map(str, args)], input=stdin, capture_output=True,
+                          text=True, cwd=cwd, timeout=timeout)
+
+
+def assert_one_line_error(proc, *fragments):
+    """proc failed with one line on stderr, no traceback, holding every fragment."""
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for f in fragments:
+        assert f in lines[0], lines[0]
+
+
+def random_model(att="dot", feed=False, rnn="lstm"):
+    """A small untrained model in eval mode, seeded."""
+    import torch
+
+    from seqattn.config import ModelConfig
+    from seqattn.model.seq2seq import Seq2Seq
+
+    torch.manual_seed(7)
+    cfg = ModelConfig(rnn=rnn, attention=att, input_feeding=feed, emb_size=16, enc_hidden_size=12,
+                      dec_hidden_size=24, dropout=0.0)
+    return Seq2Seq(cfg, 40, 12).eval()  # a small target vocabulary: <eos> comes up often enough
+
+
+def model_of(rnn="lstm", att="dot", feed=False, layers=1, bi=True, seed=4, dropout=0.0, src_vocab=40, tgt_vocab=25):
+    """A small random model; weights in [-0.4, 0.4], so that its outputs rarely tie."""
+    import torch
+
+    from seqattn.config import ModelConfig
+    from seqattn.model.seq2seq import Seq2Seq
+
+    torch.manual_seed(seed)
+    cfg = ModelConfig(rnn=rnn, attention=att, input_feeding=feed, layers=layers, bidirectional=bi, emb_size=16,
+                      enc_hidden_size=12, dec_hidden_size=24 if bi else 12, dropout=dropout, init_range=0.4)
+    return Seq2Seq(cfg, src_vocab, tgt_vocab)
+
+
+def sources(n=24, seed=0):
+    """(src, src_len, limits) of n random source sentences of 1 to 8 ids in 4..39."""
+    import torch
+
+    from seqattn.data.batching import pad_sources
+    from seqattn.search import max_lengths
+
+    g = torch.Generator().manual_seed(seed)
+    seqs = [torch.randint(4, 40, (int(torch.randint(1, 9, (1,), generator=g)),), generator=g).tolist()
+            for _ in range(n)]
+    src, src_len = pad_sources(seqs)
+    return src, src_len, max_lengths(src_len, 1.5)
+
+
+def final_state(model_dir):
+    """(weights, optimizer state, progress) of a model directory's last.pt."""
+    from seqattn.checkpoint import load_checkpoint
+
+    state = load_checkpoint(model_dir / "last.pt")
+    return state["model"], state["optimizer"], state["progress"]

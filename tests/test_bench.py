@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from test_cli import run
+from conftest import run
 
 from seqattn.bench import BatchShape, gemm_rate, run_bench, synthetic_batches, train_flops
 from seqattn.config import ModelConfig

@@ -7,21 +7,7 @@ import sys
 
 import pytest
 import torch
-from conftest import reverse_pairs, write_tiny_config
-
-
-def run(*args, stdin=None, cwd=None, timeout=600):
-    return subprocess.run([sys.executable, "-m", "seqattn", *map(str, args)], input=stdin, capture_output=True,
-                          text=True, cwd=cwd, timeout=timeout)
-
-
-def assert_one_line_error(proc, *fragments):
-    assert proc.returncode != 0
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert "Traceback" not in proc.stderr
-    for f in fragments:
-        assert f in lines[0], lines[0]
+from conftest import assert_one_line_error, reverse_pairs, run, write_tiny_config
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ def cfg(**sections):
     return config_from_dict(raw, "c.yaml")
 
 
-def test_defaults_are_the_seeds_model():
+def test_defaults_are_an_lstm_with_dot_attention():
     c = cfg()
     assert c.model.attention == "dot" and c.model.rnn == "lstm" and not c.model.input_feeding
 
@@ -105,3 +105,21 @@ def test_the_distilled_recipe_is_the_recipe_on_the_teachers_targets(monkeypatch)
     student.data.train_tgt, student.model_dir = recipe.data.train_tgt, recipe.model_dir
     assert student == recipe
     assert "seqattn distill runs/multi30k" in (root / "examples" / "multi30k-distilled.yaml").read_text()
+
+
+def test_a_renamed_key_is_read_under_its_new_name_with_one_notice(tmp_path, capsys):
+    old = tmp_path / "old.yaml"
+    old.write_text("data:\n  train_tsv: x.tsv\ntrain:\n  max_output_ratio: 2.5\n")
+    assert load_config(old).decode.max_output_ratio == 2.5
+    assert load_config(old).decode.max_output_ratio == 2.5            # the notice once per file and key
+    notice = capsys.readouterr().err.strip().splitlines()
+    assert notice == [f"seqattn: notice: {old}: train.max_output_ratio is now decode.max_output_ratio "
+                      "(read as such; rename it)"]
+    both = {**BASE, "train": {"max_output_ratio": 2.5}, "decode": {"max_output_ratio": 2.0}}
+    with pytest.raises(SeqattnError, match=r"train.max_output_ratio \(2.5\) is the old name of "
+                                           r"decode.max_output_ratio \(2.0\)"):
+        config_from_dict(both, "both.yaml")
+    assert cfg(decode={"max_output_ratio": 3}).decode.max_output_ratio == 3.0
+    assert not hasattr(cfg().train, "max_output_ratio")
+    with pytest.raises(SeqattnError, match="decode.max_output_ratio must be > 0"):
+        cfg(train={"max_output_ratio": 0})

@@ -8,10 +8,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import reverse_pairs, write_tiny_config
+from conftest import assert_one_line_error, random_model, reverse_pairs, run, sources, write_tiny_config
 from fastapi.testclient import TestClient
-from test_cli import assert_one_line_error, run
-from test_search import random_model, sources
 
 from seqattn.config import load_config
 from seqattn.data.batching import pad_sources
@@ -224,7 +222,7 @@ def test_the_coverage_penalty_through_the_translator_cli_api_and_runtime(trained
     got = translator.translate_n(lines, options=options)
     ids = translator.tok.src.encode(lines)
     src, src_len = pad_sources(ids)
-    want = beam_search(translator.model, src, src_len, max_lengths(src_len, translator.cfg.train.max_output_ratio), 3,
+    want = beam_search(translator.model, src, src_len, max_lengths(src_len, translator.cfg.decode.max_output_ratio), 3,
                       1.0, 2, coverage=0.5)
     for g_list, w_list in zip(got, want):
         assert [g.text for g in g_list] == [translator.tok.tgt.decode(w.ids) for w in w_list]
@@ -286,7 +284,7 @@ def test_stopping_rules_through_the_translator_config_cli_api_and_runtime(traine
     translator, pairs, tmp = trained
     lines = [s for s, _ in pairs[:12]]
     src, src_len = pad_sources(translator.tok.src.encode(lines))
-    limits = max_lengths(src_len, translator.cfg.train.max_output_ratio)
+    limits = max_lengths(src_len, translator.cfg.decode.max_output_ratio)
     got = {}
     for mode, patience in (("exact", None), ("heuristic", None), ("patience", 0.5)):
         got[mode] = translator.translate_n(lines, options=SearchOptions(beam=3, nbest=2, stopping=mode,

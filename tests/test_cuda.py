@@ -4,8 +4,7 @@ GPU machine with `pytest tests/test_cuda.py` (benchmarks/gpu.py runs it first)."
 
 import pytest
 import torch
-from conftest import reverse_pairs, write_tiny_config
-from test_cli import assert_one_line_error, run
+from conftest import assert_one_line_error, reverse_pairs, run, write_tiny_config
 
 from seqattn.bench import BatchShape, gemm_rate, run_bench
 from seqattn.checkpoint import load_checkpoint

@@ -4,8 +4,7 @@ the teacher's beam search (or ensemble), and a run that resumes where an interru
 import gzip
 
 import pytest
-from conftest import reverse_pairs, write_tiny_config
-from test_cli import assert_one_line_error, run
+from conftest import assert_one_line_error, reverse_pairs, run, write_tiny_config
 
 from seqattn.config import load_config
 from seqattn.distill import distill, done_lines

@@ -5,8 +5,7 @@ import os
 import time
 
 import pytest
-from conftest import reverse_pairs, write_tiny_config
-from test_cli import assert_one_line_error, run
+from conftest import assert_one_line_error, reverse_pairs, run, write_tiny_config
 
 from seqattn.checkpoint import load_checkpoint
 from seqattn.data.batching import collate

@@ -6,10 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import reverse_pairs, write_tiny_config
-from test_cli import assert_one_line_error, run
-from test_fast import model_of
-from test_search import sources
+from conftest import assert_one_line_error, model_of, reverse_pairs, run, sources, write_tiny_config
 
 from seqattn.config import load_config
 from seqattn.ensemble import Ensemble

@@ -19,19 +19,25 @@ from seqattn.explain import SCORES, explain, render, render_step
 from seqattn.train import Trainer
 from seqattn.translator import Translator
 
+MODELS = {"lstm-dot-trained": dict(model__rnn="lstm", model__attention="dot", train__max_steps=80),
+          "gru-none": dict(model__rnn="gru", model__attention="none", train__max_steps=10),
+          "general-feeding-2layers": dict(model__attention="general", model__input_feeding=True, model__layers=2,
+                                          train__max_steps=10)}
+EVERY = pytest.mark.parametrize("model", list(MODELS), indirect=True)
+TRAINED = pytest.mark.parametrize("model", ["lstm-dot-trained"], indirect=True)   # the one that learns
 
-@pytest.fixture(scope="module", params=[dict(model__rnn="lstm", model__attention="dot", train__max_steps=80),
-                                        dict(model__rnn="gru", model__attention="none", train__max_steps=10),
-                                        dict(model__attention="general", model__input_feeding=True,
-                                             model__layers=2, train__max_steps=10)])
+
+@pytest.fixture(scope="module")
 def model(request, tmp_path_factory):
+    """(translator, pairs, model directory) of MODELS[the test's parameter], trained once per module."""
     tmp = tmp_path_factory.mktemp("explain")
     pairs = reverse_pairs(40, seed=3)
-    path = write_tiny_config(tmp, pairs, train__valid_every=40, **request.param)
+    path = write_tiny_config(tmp, pairs, train__valid_every=40, **MODELS[request.param])
     Trainer(load_config(path)).run()
     return Translator.load(tmp / "model", device="cpu"), pairs, tmp / "model"
 
 
+@EVERY
 def test_free_decoding_is_greedy_search_and_the_context_vector_is_the_decoders_first_state(model):
     translator, pairs, _ = model
     for src, _ in pairs[:4]:
@@ -49,6 +55,7 @@ def test_free_decoding_is_greedy_search_and_the_context_vector_is_the_decoders_f
         assert all(s.attends in e.source_pieces for s in e.free if attends)
 
 
+@EVERY
 def test_teacher_forcing_feeds_the_reference_and_its_loss_is_the_forced_score(model):
     translator, pairs, _ = model
     src, ref = pairs[0]
@@ -64,10 +71,9 @@ def test_teacher_forcing_feeds_the_reference_and_its_loss_is_the_forced_score(mo
         assert math.isclose(e.forced_loss, by_hand, rel_tol=1e-5)
 
 
+@TRAINED
 def test_a_trained_model_writes_the_reference_and_forcing_changes_nothing_then(model):
     translator, pairs, _ = model
-    if translator.cfg.model.attention != "dot":
-        pytest.skip("only the trained model")
     right = [(s, r) for s, r in pairs if translator.translate([s])[0].text == r]
     assert right, "the 80-step reversal model should get some pairs right"
     e = explain(translator, *right[0])
@@ -76,10 +82,9 @@ def test_a_trained_model_writes_the_reference_and_forcing_changes_nothing_then(m
     assert "free decoding (test time)" in text and "teacher forcing (training)" in text and "≠" not in text
 
 
+@TRAINED
 def test_the_cli_prints_the_steps_and_json(model):
     translator, pairs, model_dir = model
-    if translator.cfg.model.attention != "dot":
-        pytest.skip("one model is enough for the command line")
     src, ref = pairs[1]
     run = [sys.executable, "-m", "seqattn", "explain", str(model_dir), src, "--reference", ref, "--device", "cpu"]
     out = subprocess.run(run + ["--numbers", "3"], capture_output=True, text=True, check=True).stdout
@@ -205,6 +210,7 @@ def _piece_of(tok, i: int) -> str:
     return {SOS: "<sos>", EOS: "<eos>"}.get(i) or tok.tgt.pieces([i])[0]
 
 
+@EVERY
 def test_a_step_without_attention_and_a_step_past_the_end(model):
     translator, pairs, model_dir = model
     src, ref = pairs[0]

@@ -27,8 +27,14 @@ ARCHITECTURES = {
 }
 
 
-@pytest.fixture(scope="module", params=list(ARCHITECTURES), ids=list(ARCHITECTURES))
+EVERY = pytest.mark.parametrize("exported", list(ARCHITECTURES), indirect=True)
+ONE = pytest.mark.parametrize("exported", ["lstm-dot"], indirect=True)    # for what no architecture changes
+
+
+@pytest.fixture(scope="module")
 def exported(request, tmp_path_factory):
+    """(translator, runtime, pairs, directory, export meta) of ARCHITECTURES[the test's parameter], trained
+    and exported once per module."""
     tmp = tmp_path_factory.mktemp(request.param)
     pairs = reverse_pairs(40, seed=2)
     overrides = dict(train__max_steps=40, train__valid_every=40, **ARCHITECTURES[request.param])
@@ -47,6 +53,7 @@ def _same(pt, ox):
         assert np.abs(np.array(ox.attention) - np.array(pt.attention)).max() < 1e-4
 
 
+@EVERY
 def test_the_runtime_translates_as_pytorch_does_greedy_beam_and_nbest(exported):
     translator, runtime, pairs, _, meta = exported
     assert meta["max_diff"] < 1e-4
@@ -68,6 +75,7 @@ def test_the_runtime_translates_as_pytorch_does_greedy_beam_and_nbest(exported):
     assert [t.score for n in got for t in n] == pytest.approx([t.score for n in want for t in n], abs=1e-4)
 
 
+@EVERY
 def test_the_runtime_imports_no_torch(exported):
     """A subprocess in which importing torch fails translates with the export."""
     translator, _, pairs, tmp, _ = exported
@@ -90,10 +98,9 @@ def test_the_runtime_imports_no_torch(exported):
     assert json.loads(proc.stdout) == expected
 
 
+@ONE
 def test_the_commands_export_and_translate(tmp_path, exported):
     translator, _, pairs, tmp, meta = exported
-    if meta["name"] != "lstm-dot":
-        pytest.skip("one architecture is enough for the command lines")
     out = tmp_path / "exp"
     done = subprocess.run([sys.executable, "-m", "seqattn", "export", str(tmp / "model"), "--out", str(out)],
                           capture_output=True, text=True)
@@ -130,6 +137,7 @@ NO_TORCH = (
     "sys.meta_path.insert(0, NoTorch())\n")
 
 
+@ONE
 def test_seqattn_runtime_serve_answers_as_seqattn_serve_without_torch(exported, tmp_path):
     """`seqattn-runtime serve`, in a process where torch cannot be imported: the same API, limits, page and
     answers as the PyTorch server's app."""
@@ -143,8 +151,6 @@ def test_seqattn_runtime_serve_answers_as_seqattn_serve_without_torch(exported, 
     from seqattn_runtime.serve.app import create_app
 
     translator, _, pairs, tmp, meta = exported
-    if meta["name"] != "lstm-dot":
-        pytest.skip("one architecture is enough for the server")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -194,10 +200,9 @@ def test_seqattn_runtime_serve_answers_as_seqattn_serve_without_torch(exported, 
     assert len(missing.stderr.strip().splitlines()) == 1
 
 
+@ONE
 def test_a_broken_or_mismatched_export_is_a_one_line_error(tmp_path, exported):
     _, _, _, tmp, meta = exported
-    if meta["name"] != "lstm-dot":
-        pytest.skip("one architecture is enough")
     import shutil
 
     def broken(name, edit):
@@ -229,6 +234,7 @@ def test_a_broken_or_mismatched_export_is_a_one_line_error(tmp_path, exported):
     assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
 
 
+@ONE
 def test_serve_with_the_onnx_runtime_answers_as_pytorch_does(exported):
     from fastapi.testclient import TestClient
 
@@ -237,8 +243,6 @@ def test_serve_with_the_onnx_runtime_answers_as_pytorch_does(exported):
     from seqattn_runtime.serve.backend import RuntimeTranslator
 
     translator, _, pairs, tmp, meta = exported
-    if meta["name"] != "lstm-dot":
-        pytest.skip("one architecture is enough")
     onnx_client = TestClient(create_app(RuntimeTranslator(tmp / "export")))
     torch_client = TestClient(create_app(translator))
     info = onnx_client.get("/info").json()
@@ -254,10 +258,9 @@ def test_serve_with_the_onnx_runtime_answers_as_pytorch_does(exported):
         RuntimeTranslator(tmp / "model")                              # a model directory is not an export
 
 
+@pytest.mark.parametrize("exported", ["lstm-dot", "gru-concat-feeding"], indirect=True)   # an LSTM, a GRU
 def test_an_int8_export_is_smaller_quantized_and_translates_close_to_float(exported, tmp_path):
     translator, runtime, pairs, tmp, meta = exported
-    if meta["name"] not in ("lstm-dot", "gru-concat-feeding"):
-        pytest.skip("two architectures are enough")
     import onnx
 
     q = export_model_dir(tmp / "model", tmp_path / "int8", quantize="int8")
@@ -272,6 +275,7 @@ def test_an_int8_export_is_smaller_quantized_and_translates_close_to_float(expor
     assert same >= 0.8 * len(lines), same
 
 
+@EVERY
 def test_an_export_with_a_shortlist_decodes_over_it_as_pytorch_does(exported, tmp_path):
     """Every architecture: step_shortlist.onnx is the model's step over a shortlist; the runtime's searches
     over it (greedy, beam with n-best, prefixes) give PyTorch's outputs and scores, within the shortlist."""

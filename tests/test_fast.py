@@ -5,9 +5,8 @@ import copy
 
 import pytest
 import torch
-from test_search import sources
+from conftest import model_of, sources
 
-from seqattn.config import ModelConfig
 from seqattn.fast import Decoding, accelerate
 from seqattn.fast.check import REEXPRESSES, WRITTEN_FOR, code_hash, written_for
 from seqattn.fast.decoding import EncoderTables
@@ -15,7 +14,6 @@ from seqattn.fast.onednn import pack, packing_available
 from seqattn.fast.search import beam_search, greedy
 from seqattn.model.attention import Attention
 from seqattn.model.encoder import Encoder
-from seqattn.model.seq2seq import Seq2Seq
 from seqattn.search import state_of
 
 ALL_DECODING = ["encoder_tables", "decoder_cells", "decoder_table", "packed_hh", "split_combine", "packed_out"]
@@ -25,12 +23,6 @@ CONFIGS = [(rnn, att, feed, layers, bi) for rnn in ("lstm", "gru") for att in ("
            if not (feed and att == "none")]
 
 
-def model_of(rnn="lstm", att="dot", feed=False, layers=1, bi=True, seed=4, dropout=0.0, src_vocab=40, tgt_vocab=25):
-    """A small random model; weights in [-0.4, 0.4], so that its outputs rarely tie."""
-    torch.manual_seed(seed)
-    cfg = ModelConfig(rnn=rnn, attention=att, input_feeding=feed, layers=layers, bidirectional=bi, emb_size=16,
-                      enc_hidden_size=12, dec_hidden_size=24 if bi else 12, dropout=dropout, init_range=0.4)
-    return Seq2Seq(cfg, src_vocab, tgt_vocab)
 
 
 def batch(seed=0):

@@ -5,9 +5,7 @@ import json
 
 import pytest
 import torch
-from conftest import reverse_pairs, write_tiny_config
-from test_cli import assert_one_line_error, run
-from test_train import _final_state
+from conftest import assert_one_line_error, final_state, reverse_pairs, run, write_tiny_config
 
 from seqattn.config import load_config
 from seqattn.errors import SeqattnError
@@ -48,7 +46,7 @@ def test_fine_tuning_starts_where_the_loaded_model_is_with_its_tokenizers(base, 
     (tmp_path / "fresh").mkdir()
     fresh = Trainer(load_config(write_tiny_config(tmp_path / "fresh", shifted, train__max_steps=10, **COMMON)))
     assert first["loss"] < fresh.validate(record=False)["loss"] - 0.5
-    weights, _, progress = _final_state(tuned)
+    weights, _, progress = final_state(tuned)
     assert progress["step"] == 20 and progress["history"][0]["step"] == 0
 
 
@@ -60,7 +58,7 @@ def test_fine_tuning_resumes_bit_for_bit(base, tmp_path):
     Trainer(load_config(write_tiny_config(tmp_path / "a", pairs, train__max_steps=30, **common))).run()
     Trainer(load_config(write_tiny_config(tmp_path / "b", pairs, train__max_steps=20, **common))).run()
     Trainer(load_config(write_tiny_config(tmp_path / "b", pairs, train__max_steps=30, **common)), resume=True).run()
-    (w_a, _, prog_a), (w_b, _, prog_b) = _final_state(tmp_path / "a" / "model"), _final_state(tmp_path / "b" / "model")
+    (w_a, _, prog_a), (w_b, _, prog_b) = final_state(tmp_path / "a" / "model"), final_state(tmp_path / "b" / "model")
     assert prog_a["step"] == prog_b["step"] == 30
     assert all(torch.equal(w_a[key], w_b[key]) for key in w_a)
     strip = lambda h: [{k: v for k, v in r.items() if k != "minutes"} for r in h]
@@ -118,4 +116,4 @@ def test_fine_tuning_with_two_processes(base, tmp_path):
     first = history(tmp_path / "model")[0]
     assert first["step"] == 0 and first["loss"] == pytest.approx(
         -sum(s["logprob"] for s in scores) / sum(s["tokens"] for s in scores), rel=1e-4)
-    assert _final_state(tmp_path / "model")[2]["step"] == 10
+    assert final_state(tmp_path / "model")[2]["step"] == 10

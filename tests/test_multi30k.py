@@ -13,8 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import MULTI30K
-from test_cli import assert_one_line_error, run
+from conftest import MULTI30K, assert_one_line_error, run
 
 from seqattn.data.multi30k import FILES, download
 from seqattn.errors import SeqattnError

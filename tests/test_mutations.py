@@ -104,7 +104,7 @@ def plain_outputs(model: Seq2Seq, translator: Translator, lines: list[str], beam
     """Return each line's nbest (text, score) from the plain search over the plain model."""
     ids = translator.tok.src.encode(lines)
     src, src_len = pad_sources(ids)
-    limit = max_lengths(src_len, translator.cfg.train.max_output_ratio)
+    limit = max_lengths(src_len, translator.cfg.decode.max_output_ratio)
     model.eval()
     if beam == 1:
         found = [[h] for h in greedy(model, src, src_len, limit)]
@@ -138,7 +138,7 @@ def test_every_path_decodes_what_the_edited_model_decodes(name, trained, tmp_pat
     if name == "docstring":   # a docstring changes nothing: every fast path still applies
         assert Decoding(fast).paths == stock_paths and "decoder_cells" in stock_paths
     try:
-        export(plain, tokenizer_files(model_dir), tmp_path / "export", cfg.data.max_len, cfg.train.max_output_ratio)
+        export(plain, tokenizer_files(model_dir), tmp_path / "export", cfg.data.max_len, cfg.decode.max_output_ratio)
         runtime = Runtime(tmp_path / "export")
     except SeqattnError as e:
         runtime = None
@@ -174,7 +174,7 @@ def test_an_export_that_cannot_be_faithful_is_refused(cls, method, old, new, err
     monkeypatch.setattr(cls, method, edited(tmp_path, cls, method, old, new))
     plain, cfg, _ = _load_model(model_dir, None, torch.device("cpu"), None, fast=False)
     with pytest.raises(SeqattnError, match=error) as refused:
-        export(plain, tokenizer_files(model_dir), tmp_path / "export", cfg.data.max_len, cfg.train.max_output_ratio)
+        export(plain, tokenizer_files(model_dir), tmp_path / "export", cfg.data.max_len, cfg.decode.max_output_ratio)
     assert "\n" not in str(refused.value) and not (tmp_path / "export" / "seqattn.json").exists()
     assert capfd.readouterr() == ("", "")   # the exporter's own dumps are kept quiet
 

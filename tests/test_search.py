@@ -6,35 +6,18 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import assert_same, reverse_pairs, write_tiny_config
-from test_cli import assert_one_line_error, run
+from conftest import assert_one_line_error, assert_same, random_model, reverse_pairs, run, sources, write_tiny_config
 
 from seqattn.checkpoint import average_checkpoints, load_checkpoint, save_checkpoint
-from seqattn.config import ModelConfig, load_config
+from seqattn.config import load_config
 from seqattn.data.batching import pad_sources
 from seqattn.fast import Decoding
 from seqattn.fast import search as engine
 from seqattn.fast.search import best_expansions, join, log_normaliser, put, row_argmax
-from seqattn.model.seq2seq import Seq2Seq
 from seqattn.search import Sampling, beam_search, greedy, max_lengths, select
 from seqattn.train import Trainer
 from seqattn.translator import SearchOptions, Translator
 from seqattn_runtime.rules import Hypothesis, cannot_improve, filter_logits
-
-
-def random_model(att="dot", feed=False, rnn="lstm"):
-    torch.manual_seed(7)
-    cfg = ModelConfig(rnn=rnn, attention=att, input_feeding=feed, emb_size=16, enc_hidden_size=12,
-                      dec_hidden_size=24, dropout=0.0)
-    return Seq2Seq(cfg, 40, 12).eval()  # a small target vocabulary: <eos> comes up often enough
-
-
-def sources(n=24, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    seqs = [torch.randint(4, 40, (int(torch.randint(1, 9, (1,), generator=g)),), generator=g).tolist()
-            for _ in range(n)]
-    src, src_len = pad_sources(seqs)
-    return src, src_len, max_lengths(src_len, 1.5)
 
 
 @pytest.mark.parametrize("att,feed,rnn", [("dot", False, "lstm"), ("concat", True, "gru"), ("none", False, "lstm")])

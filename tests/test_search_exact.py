@@ -6,8 +6,7 @@ import math
 
 import pytest
 import torch
-from conftest import assert_same, reverse_pairs, write_tiny_config
-from test_search import sources
+from conftest import assert_same, reverse_pairs, sources, write_tiny_config
 
 from seqattn.config import ModelConfig, load_config
 from seqattn.data.tokenizer import EOS, SOS

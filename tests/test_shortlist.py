@@ -4,10 +4,8 @@ and the file round trip."""
 import numpy as np
 import pytest
 import torch
-from conftest import reverse_pairs, write_tiny_config
+from conftest import assert_one_line_error, random_model, reverse_pairs, run, sources, write_tiny_config
 from fastapi.testclient import TestClient
-from test_cli import assert_one_line_error, run
-from test_search import random_model, sources
 
 from seqattn.config import load_config
 from seqattn.fast import Decoding

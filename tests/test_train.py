@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from conftest import reverse_pairs, write_tiny_config
+from conftest import final_state, reverse_pairs, write_tiny_config
 
 from seqattn.checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from seqattn.config import load_config
@@ -24,10 +24,6 @@ def test_overfits_twenty_pairs(tmp_path, rnn, attention):
     out = Translator.load(tmp_path / "model").translate([s for s, _ in pairs])
     assert [o.text for o in out] == [t for _, t in pairs]
 
-def _final_state(model_dir):
-    state = load_checkpoint(model_dir / "last.pt")
-    return state["model"], state["optimizer"], state["progress"]
-
 def test_resume_is_bit_exact(tmp_path):
     pairs = reverse_pairs(60, seed=1)
     common = dict(model__dropout=0.3, train__schedule="plateau", train__valid_every=10, train__label_smoothing=0.1)
@@ -40,8 +36,8 @@ def test_resume_is_bit_exact(tmp_path):
     resumed = write_tiny_config(tmp_path / "b", pairs, train__max_steps=40, **common)
     Trainer(load_config(resumed), resume=True).run()
 
-    w_a, opt_a, prog_a = _final_state(tmp_path / "a" / "model")
-    w_b, opt_b, prog_b = _final_state(tmp_path / "b" / "model")
+    w_a, opt_a, prog_a = final_state(tmp_path / "a" / "model")
+    w_b, opt_b, prog_b = final_state(tmp_path / "b" / "model")
     assert prog_a["step"] == prog_b["step"] == 40
     for key in w_a:
         assert torch.equal(w_a[key], w_b[key]), key
@@ -177,6 +173,6 @@ def test_resume_with_subword_sampling_is_bit_exact(tmp_path):
     Trainer(load_config(write_tiny_config(tmp_path / "a", pairs, train__max_steps=40, **common))).run()
     Trainer(load_config(write_tiny_config(tmp_path / "b", pairs, train__max_steps=20, **common))).run()
     Trainer(load_config(write_tiny_config(tmp_path / "b", pairs, train__max_steps=40, **common)), resume=True).run()
-    (w_a, _, prog_a), (w_b, _, prog_b) = _final_state(tmp_path / "a" / "model"), _final_state(tmp_path / "b" / "model")
+    (w_a, _, prog_a), (w_b, _, prog_b) = final_state(tmp_path / "a" / "model"), final_state(tmp_path / "b" / "model")
     assert prog_a["epoch"] >= 3 and prog_a["step"] == prog_b["step"] == 40
     assert all(torch.equal(w_a[key], w_b[key]) for key in w_a)

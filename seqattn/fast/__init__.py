@@ -1,4 +1,4 @@
-"""What makes the seed's model fast, kept beside it: the model (`seqattn/model/`) never asks for it.
+"""What makes the model fast, kept beside it: the model (`seqattn/model/`) never asks for it.
 
 - `accelerate(model)`: swaps the modules training runs through for faster ones that compute the same
   function (the packed CPU RNN training path, the CPU dropout, the encoder's unpadding); the trainer

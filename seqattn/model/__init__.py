@@ -1,4 +1,4 @@
-"""The seed's model: encoder, Luong attention, decoder, and the seq2seq that joins them."""
+"""The RNN encoder-decoder with Luong attention: encoder, attention, decoder, and the seq2seq that joins them."""
 
 from .seq2seq import Seq2Seq
 

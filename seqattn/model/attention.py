@@ -22,7 +22,7 @@ class Attention(nn.Module):
             self.w_q = nn.Linear(query_size, query_size, bias=True)
             self.w_k = nn.Linear(key_size, query_size, bias=False)
             self.v_a = nn.Linear(query_size, 1, bias=False)
-        elif score != "dot":      # score(s, h) = s^T h, the seed's: needs query_size == key_size
+        elif score != "dot":      # score(s, h) = s^T h, the default: needs query_size == key_size
             raise ValueError(f"unknown attention score {score!r}")
 
     def keys(self, memory: torch.Tensor) -> torch.Tensor:

@@ -83,7 +83,7 @@ class Decoder(nn.Module):
     def attend(self, s: torch.Tensor, memory: torch.Tensor, keys: torch.Tensor | None,
                mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Return (attentional states s~ batch x T x hidden, weights batch x T x src_len or None) of the
-        decoder states s (batch x T x hidden). Without attention s~ = s: the seed's plain seq2seq."""
+        decoder states s (batch x T x hidden). Without attention s~ = s: the plain seq2seq."""
         if self.attention is None:
             return self.dropout(s), None
         a, alpha = self.attention(s, keys, memory, mask)                 # a_t = sum_i alpha_t,i h_i

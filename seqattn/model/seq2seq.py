@@ -24,7 +24,8 @@ class Encoded:
 
 
 class Seq2Seq(nn.Module):
-    """The seed's model: RNN encoder, context vector, RNN decoder with Luong attention."""
+    """The RNN encoder-decoder with Luong attention: RNN encoder, context vector, RNN decoder attending over the
+    encoder states."""
 
     def __init__(self, cfg: ModelConfig, src_vocab: int, tgt_vocab: int):
         super().__init__()
@@ -34,7 +35,7 @@ class Seq2Seq(nn.Module):
         self.decoder = Decoder(tgt_vocab, cfg.emb_size, cfg.dec_hidden_size, cfg.layers, cfg.rnn, cfg.attention,
                                self.encoder.out_size, cfg.dropout, cfg.input_feeding, cfg.tie_embeddings)
         n_states = 2 if cfg.rnn == "lstm" else 1
-        # The context vector starts the decoder as it is when sizes agree (the seed), else via linear + tanh.
+        # The context vector starts the decoder as it is when sizes agree (the default), else via linear + tanh.
         self.bridge = None if self.encoder.out_size == cfg.dec_hidden_size else nn.ModuleList(
             nn.Linear(self.encoder.out_size, cfg.dec_hidden_size) for _ in range(n_states))
         if cfg.init_range > 0:   # every parameter uniform in [-r, r], as Luong et al. (2015) with r = 0.1
