@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -12,6 +12,7 @@ from torch import nn
 
 from seqattn_runtime.options import SearchOptions
 from seqattn_runtime.shortlist import Shortlist, positions, target_ids
+from seqattn_runtime.translator import Translation
 
 from .checkpoint import load_checkpoint
 from .config import Config, load_config
@@ -26,25 +27,6 @@ from .model.seq2seq import Seq2Seq
 from .search import Sampling, Shortlisted, Stopping, choices, max_lengths
 from .search import beam_search as plain_beam_search
 from .search import greedy as plain_greedy
-
-
-@dataclass
-class Translation:
-    """One translated sentence, with what it attended to."""
-
-    text: str
-    src_tokens: list[str]                   # source pieces, <eos> last
-    tgt_tokens: list[str]                   # output pieces, <eos> last when reached
-    attention: list[list[float]] | None     # len(tgt_tokens) x len(src_tokens)
-    score: float                            # log-probability of the output (/ length penalty in beam search)
-    truncated: bool = False                 # the source was cut to the model's data.max_len pieces
-    alternatives: list[list[tuple[str, float]]] | None = None   # per output position (<eos> one too): the
-    #                                         model's k most likely pieces there and their probabilities
-
-    def to_dict(self) -> dict:
-        """Return a JSON-ready dict."""
-        return {"translation": self.text, "score": self.score, "source_tokens": self.src_tokens,
-                "target_tokens": self.tgt_tokens, "attention": self.attention}
 
 
 def build_model(cfg: Config, tokenizers: Tokenizers, initialise: bool = True) -> Seq2Seq:

@@ -24,17 +24,19 @@ class ExportError(SeqattnError):
 
 @dataclass
 class Translation:
-    """One translated sentence (the fields of `seqattn.translator.Translation`)."""
+    """One translated sentence, with what it attended to (from an export, or from seqattn's Translator)."""
 
     text: str
-    src_tokens: list[str]
-    tgt_tokens: list[str]
-    attention: list[list[float]] | None
-    score: float
-    truncated: bool = False
-    alternatives: list[list[tuple[str, float]]] | None = None   # per output position: k likeliest pieces, p
+    src_tokens: list[str]                   # source pieces, <eos> last
+    tgt_tokens: list[str]                   # output pieces, <eos> last when reached
+    attention: list[list[float]] | None     # len(tgt_tokens) x len(src_tokens)
+    score: float                            # log-probability of the output (/ length penalty in beam search)
+    truncated: bool = False                 # the source was cut to the model's data.max_len pieces
+    alternatives: list[list[tuple[str, float]]] | None = None   # per output position (<eos> one too): the
+    #                                         model's k most likely pieces there and their probabilities
 
     def to_dict(self) -> dict:
+        """Return a JSON-ready dict."""
         return {"translation": self.text, "score": self.score, "source_tokens": self.src_tokens,
                 "target_tokens": self.tgt_tokens, "attention": self.attention}
 
