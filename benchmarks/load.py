@@ -1,9 +1,16 @@
-"""Loopback load test of `seqattn serve` (opt-in, not in CI): throughput and latency, batching on and off.
+"""Loopback load test of `seqattn serve` (opt-in, not in CI): throughput and latency, batching on and off;
+with --export, `seqattn-runtime serve` of the model's export beside it.
 
 Bounded: a fixed number of concurrent clients each send a fixed number of requests to 127.0.0.1 only,
 with an overall time limit; the server is started and stopped by this script.
 
 usage: python benchmarks/load.py MODEL_DIR [--clients 16] [--requests 25] [--src FILE] [--soak]
+                                 [--export EXPORT_DIR [--runtime-bin PATH/seqattn-runtime]]
+
+--export: also serve EXPORT_DIR (`seqattn export MODEL_DIR`) with `seqattn-runtime serve`, started from
+--runtime-bin (e.g. the `seqattn-runtime` of a virtual environment made by `pip install
+'./seqattn_runtime[serve]'`, without torch), the two servers one after the other with the same clients;
+each server's peak RSS is sampled once a second.
 
 --soak: one bounded run with hostile traffic mixed in: of each client's requests about 1 in 10 is an
 oversize body (1.5 MiB), 1 in 10 malformed JSON, 1 in 10 a slow client trickling a valid body over
@@ -47,11 +54,14 @@ async def client(base: str, texts: list[str], n: int, offset: int, lat: list[flo
             lat.append(time.perf_counter() - start)
 
 
-def start_server(model_dir: str, extra: list[str]) -> tuple[subprocess.Popen, str]:
-    """Start `seqattn serve` on a free loopback port; return (process, base URL) once it answers."""
+def start_server(model_dir: str, extra: list[str], runtime_bin: str | None = None) -> tuple[subprocess.Popen, str]:
+    """Start `seqattn serve MODEL_DIR` (or with runtime_bin, `seqattn-runtime serve EXPORT_DIR`) on a free
+    loopback port; return (process, base URL) once it answers."""
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "seqattn", "serve", model_dir, "--host", "127.0.0.1",
-                               "--port", str(port), "--device", "cpu", *extra], cwd=ROOT)
+    command = [sys.executable, "-m", "seqattn", "serve", model_dir, "--device", "cpu"] if runtime_bin is None \
+        else [runtime_bin, "serve", model_dir]
+    server = subprocess.Popen([*command, "--host", "127.0.0.1", "--port", str(port), *extra],
+                              cwd=ROOT if runtime_bin is None else "/")
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -141,20 +151,30 @@ def soak(model_dir: str, texts: list[str], clients: int, requests: int) -> dict:
             "p50_ms": 1000 * statistics.median(lat)}
 
 
-def run_once(model_dir: str, texts: list[str], clients: int, requests: int, batching: bool) -> dict:
+def run_once(model_dir: str, texts: list[str], clients: int, requests: int, batching: bool,
+             runtime_bin: str | None = None) -> dict:
     extra = [] if batching else ["--max-batch", "1", "--max-wait-ms", "0"]
-    server, base = start_server(model_dir, extra)
+    server, base = start_server(model_dir, extra, runtime_bin)
     lat: list[float] = []
     errors: list[str] = []
+    samples = [rss_mb(server.pid)]
 
     async def all_clients():
+        async def sampler():
+            while True:
+                samples.append(rss_mb(server.pid))
+                await asyncio.sleep(1.0)
+
+        watch = asyncio.create_task(sampler())
         await asyncio.wait_for(asyncio.gather(*(client(base, texts, requests, k * requests, lat, errors)
                                                 for k in range(clients))), timeout=600)
+        watch.cancel()
 
     wall = timed_run(server, all_clients())
     q = statistics.quantiles(lat, n=100)
-    return {"batching": batching, "requests": len(lat), "errors": len(errors), "seconds": wall,
-            "req_per_s": len(lat) / wall, "p50_ms": 1000 * q[49], "p99_ms": 1000 * q[98]}
+    return {"server": "seqattn serve" if runtime_bin is None else "seqattn-runtime serve", "batching": batching,
+            "requests": len(lat), "errors": len(errors), "seconds": wall, "req_per_s": len(lat) / wall,
+            "p50_ms": 1000 * q[49], "p99_ms": 1000 * q[98], "peak_rss_mb": max(samples)}
 
 
 def main() -> int:
@@ -164,6 +184,9 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=25, help="requests per client")
     ap.add_argument("--soak", action="store_true", help="hostile traffic mixed in; memory sampled")
     ap.add_argument("--src", default=str(ROOT.parent / "shared" / "data" / "multi30k" / "test_2016_flickr.de.gz"))
+    ap.add_argument("--export", help="also load-test `seqattn-runtime serve EXPORT` (an export of MODEL_DIR)")
+    ap.add_argument("--runtime-bin", default=str(Path(sys.executable).parent / "seqattn-runtime"),
+                    help="the seqattn-runtime command to start it with")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     from seqattn.data.corpus import read_lines
@@ -178,13 +201,16 @@ def main() -> int:
               f"{r['rss_start_mb']:.0f} MiB at start, {r['rss_warm_mb']:.0f} after warm-up, max "
               f"{r['rss_max_after_warm_mb']:.0f} after, {r['rss_end_mb']:.0f} at the end")
         return 1 if bad else 0
-    print(f"| dynamic batching | requests | errors | req/s | p50 ms | p99 ms |  ({args.clients} clients, "
-          f"127.0.0.1)")
-    print("|---|---|---|---|---|---|")
-    for batching in (True, False):
-        r = run_once(args.model_dir, texts, args.clients, args.requests, batching)
-        print(f"| {'on' if batching else 'off'} | {r['requests']} | {r['errors']} | {r['req_per_s']:.1f} | "
-              f"{r['p50_ms']:.0f} | {r['p99_ms']:.0f} |", flush=True)
+    print(f"| server | dynamic batching | requests | errors | req/s | p50 ms | p99 ms | peak RSS MiB |  "
+          f"({args.clients} clients, 127.0.0.1)")
+    print("|---|---|---|---|---|---|---|---|")
+    runs = [(args.model_dir, True, None), (args.model_dir, False, None)]
+    if args.export:
+        runs += [(args.export, True, args.runtime_bin), (args.export, False, args.runtime_bin)]
+    for where, batching, runtime_bin in runs:
+        r = run_once(where, texts, args.clients, args.requests, batching, runtime_bin)
+        print(f"| {r['server']} | {'on' if batching else 'off'} | {r['requests']} | {r['errors']} | "
+              f"{r['req_per_s']:.1f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r['peak_rss_mb']:.0f} |", flush=True)
     return 0
 
 
