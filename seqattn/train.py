@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -204,83 +205,148 @@ class InitFrom:
         return cls(model_dir, path)
 
 
+class _Clock:
+    """Training time in one place: `progress.elapsed` grows by each step's and each validation's seconds
+    (what train.max_minutes and the minutes schedule read); the log window's seconds leave validation out."""
+
+    def __init__(self, progress: Progress):
+        self.progress, self.window_start = progress, time.perf_counter()
+
+    @contextlib.contextmanager
+    def training(self):
+        """Count the block as training time."""
+        tick = time.perf_counter()
+        yield
+        self.progress.elapsed += time.perf_counter() - tick
+
+    @contextlib.contextmanager
+    def validation(self):
+        """Count the block as training time, but not as the log window's."""
+        tick = time.perf_counter()
+        yield
+        spent = time.perf_counter() - tick
+        self.progress.elapsed += spent
+        self.window_start += spent
+
+    def window(self) -> float:
+        """Return the seconds since the last log window began (validation left out); begin a new one."""
+        now = time.perf_counter()
+        seconds, self.window_start = now - self.window_start, now
+        return seconds
+
+
 class Trainer:
-    """Trains cfg's model into cfg.model_dir; `run()` returns the final metrics."""
+    """Trains cfg's model into cfg.model_dir; `run()` returns the final metrics.
+
+    Setup, in order (the order fixes the random draws, so it is part of the behaviour): the model directory,
+    the device (and the process group), the tokenizers and data (`_data`), the model (`_model`), the
+    optimizer and schedule (`_optimizer`, `_schedule`), then a resumed run's state (`_resume`)."""
 
     def __init__(self, cfg: Config, resume: bool = False, overwrite: bool = False, callback: Callback | None = None,
                  dist: Dist | None = None):
         self.cfg, self.callback = cfg, callback or (lambda kind, info: None)
         self.dist = dist or Dist()
         self.dir = Path(cfg.model_dir)
+        self._check_directory(resume, overwrite)
+        self.device = pick_device(cfg.train.device)
+        if self.dist.active:
+            self.device = self.dist.setup(self.device)
+        if self.dist.main:
+            self._prepare_directory(overwrite and not resume)
+        torch.manual_seed(cfg.train.seed)
+        init = InitFrom.of(cfg) if cfg.train.init_from and not resume else None
+        start = None if init is None else load_checkpoint(init.checkpoint)   # fine-tuning: its weights
+        self.data = self._data(resume, init)
+        self.model, self.fast, self.net = self._model(start, init)
+        self.optimizer = self._optimizer(start, init)
+        self.progress = Progress()
+        self.scheduler = self._schedule()
+        if resume:
+            self._resume()
+        self.translator = Translator(self.model, self.data.tok, cfg, self.device)
+        self._tb = None
+
+    # -- setup ---------------------------------------------------------------------------------
+    def _check_directory(self, resume: bool, overwrite: bool) -> None:
+        """Refuse to resume nothing, or to train over a trained model unless told to."""
         has_run = (self.dir / "last.pt").exists()
         if resume and not has_run:
             raise SeqattnError(f"{self.dir}: nothing to resume (no last.pt)")
         if has_run and not resume and not overwrite:
             raise SeqattnError(f"{self.dir}: already holds a trained model; use --resume to continue it "
                                f"or --overwrite to replace it")
-        self.device = pick_device(cfg.train.device)
-        if self.dist.active:
-            self.device = self.dist.setup(self.device)
-        main = self.dist.main
-        if main:
-            self._prepare_directory(overwrite and not resume)
-        torch.manual_seed(cfg.train.seed)
-        init = InitFrom.of(cfg) if cfg.train.init_from and not resume else None
+
+    def _data(self, resume: bool, init: InitFrom | None) -> Prepared:
+        """Return the training and validation data, tokenized: with the run's own tokenizers (resume), the
+        loaded model's (fine-tuning) or new ones trained on rank 0, which also writes them and config.yaml
+        into the model directory; the other ranks then read rank 0's."""
+        cfg, main = self.cfg, self.dist.main
+        data = None
         if resume:
             _check_same_model(cfg, load_config(self.dir / "config.yaml"), f"{self.dir}: cannot resume")
-            self.data = prepare_data(cfg, Tokenizers.load(self.dir))
+            data = prepare_data(cfg, Tokenizers.load(self.dir))
         elif main:
-            self.data = prepare_data(cfg, None if init is None else Tokenizers.load(init.model_dir))
+            data = prepare_data(cfg, None if init is None else Tokenizers.load(init.model_dir))
             try:
-                self.data.tok.save(self.dir)
+                data.tok.save(self.dir)
             except OSError as e:
                 raise SeqattnError(f"{self.dir}: cannot write the tokenizer ({e.strerror})") from None
-        self.dist.barrier()                        # the other ranks use rank 0's tokenizer
-        if not resume and not main:
-            self.data = prepare_data(cfg, Tokenizers.load(self.dir))
+        self.dist.barrier()
+        if data is None:
+            data = prepare_data(cfg, Tokenizers.load(self.dir))
         if main:
             try:
                 save_config(cfg, self.dir / "config.yaml")
             except OSError as e:
                 raise SeqattnError(f"{self.dir}: cannot write config.yaml ({e.strerror})") from None
-        self.model = build_model(cfg, self.data.tok).to(self.device)
-        start = None if init is None else load_checkpoint(init.checkpoint)
+        return data
+
+    def _model(self, start: dict | None, init: InitFrom | None):
+        """Return (the model, initialised or with start's weights; the names of its fast modules; what training
+        steps call: the model or its DistributedDataParallel wrapper)."""
+        model = build_model(self.cfg, self.data.tok).to(self.device)
         if start is not None:
             try:
-                self.model.load_state_dict(start["model"])
+                model.load_state_dict(start["model"])
             except (KeyError, RuntimeError) as e:
                 raise SeqattnError(f"train.init_from: {init.checkpoint}: weights do not match the config "
                                    f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
-        self.fast = accelerate(self.model)         # the faster modules that compute the same function
-        self.net = self.model                      # what training steps call: the model or its DDP wrapper
+        fast = accelerate(model)                 # the faster modules that compute the same function
+        net = model
         if self.dist.active:
             from torch.nn.parallel import DistributedDataParallel
 
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.net = DistributedDataParallel(self.model, device_ids=ids)
-        self.optimizer = make_optimizer(self.model, cfg.train.lr)
-        if start is not None and cfg.train.init_optimizer:
+            net = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        return model, fast, net
+
+    def _optimizer(self, start: dict | None, init: InitFrom | None) -> torch.optim.Optimizer:
+        """Return Adam over the model, with start's moments where train.init_optimizer asks for them."""
+        t = self.cfg.train
+        optimizer = make_optimizer(self.model, t.lr)
+        if start is not None and t.init_optimizer:
             if "optimizer" not in start:
                 raise SeqattnError(f"train.init_optimizer: {init.checkpoint} holds no optimizer state (a run's "
                                    f"last.pt does)")
-            self.optimizer.load_state_dict(start["optimizer"])
-            for group in self.optimizer.param_groups:   # its moments, this run's rate and schedule
-                group["lr"] = group["initial_lr"] = cfg.train.lr
-        self.progress = Progress()
-        if cfg.train.schedule == "plateau":
-            mode = "max" if HIGHER_IS_BETTER[cfg.train.valid_metric] else "min"
-            self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                self.optimizer, mode=mode, factor=cfg.train.plateau_factor, patience=cfg.train.plateau_patience,
-                min_lr=cfg.train.lr_min)
-        else:
-            self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-                self.optimizer, lambda s: lr_factor(cfg, s, self.progress.elapsed / 60))
-        if resume:
-            self._load_state(load_checkpoint(self.dir / "last.pt"))
-            if main:
-                self._truncate_log()
-        self.translator = Translator(self.model, self.data.tok, cfg, self.device)
-        self._tb = None
+            optimizer.load_state_dict(start["optimizer"])
+            for group in optimizer.param_groups:   # its moments, this run's rate and schedule
+                group["lr"] = group["initial_lr"] = t.lr
+        return optimizer
+
+    def _schedule(self):
+        """Return the learning-rate schedule of train.schedule."""
+        t = self.cfg.train
+        if t.schedule == "plateau":
+            mode = "max" if HIGHER_IS_BETTER[t.valid_metric] else "min"
+            return torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, mode=mode, factor=t.plateau_factor,
+                                                              patience=t.plateau_patience, min_lr=t.lr_min)
+        return torch.optim.lr_scheduler.LambdaLR(self.optimizer,
+                                                 lambda s: lr_factor(self.cfg, s, self.progress.elapsed / 60))
+
+    def _resume(self) -> None:
+        """Take up last.pt's weights, optimizer, schedule, random state and progress; drop later log lines."""
+        self._load_state(load_checkpoint(self.dir / "last.pt"))
+        if self.dist.main:
+            self._truncate_log()
 
     def _prepare_directory(self, clear: bool) -> None:
         """Create the model directory, drop torn temporary files, and with clear the files of a previous run."""
@@ -494,60 +560,36 @@ class Trainer:
             return reason
         return STOP_REASONS[int(self.dist.from_main(STOP_REASONS.index(reason), self.device))]
 
-    def run(self) -> dict:
-        """Train until a stopping condition; return the final progress summary."""
+    def _begin(self) -> None:
+        """What a run does before its first step: TensorBoard, the start callback, the training mode; a
+        fine-tuning run first validates the model it starts from."""
         t, p = self.cfg.train, self.progress
-        n_params = sum(x.numel() for x in self.model.parameters())
         self._open_tensorboard()
         self.callback("start", {"step": p.step, "max_steps": t.max_steps, "train_pairs": self.data.n_train,
                                 "dropped": self.data.dropped, "batches": len(self.data.train),
-                                "params": n_params, "device": str(self.device), "fast": self.fast})
+                                "params": sum(x.numel() for x in self.model.parameters()), "device": str(self.device),
+                                "fast": self.fast})
         if self.data.dropped:
             self._log("info", {"step": p.step, "message": f"dropped {self.data.dropped} training pairs longer "
                                                           f"than data.max_len={self.cfg.data.max_len} or empty"})
         self.model.train()
         if self.dist.main:   # an averaged.pt of weights before this run would no longer be what training ends with
             (self.dir / "averaged.pt").unlink(missing_ok=True)
-        if self.cfg.train.init_from and p.step == 0 and not p.history:
+        if t.init_from and p.step == 0 and not p.history:
             self._validate_and_save()              # fine-tuning: where the loaded model starts
-        validated_at = p.step
-        win_tokens, win_loss, win_start = 0, 0.0, time.perf_counter()
-        reason = self._agreed_stop()
-        while reason is None:
-            if self.data.segmentations is not None:   # subword regularisation: this epoch's own segmentation
-                self.data.train = sampled_batches(self.data, self.cfg, p.epoch)
-            g = torch.Generator().manual_seed(t.seed * 1_000_003 + p.epoch)
-            order = torch.randperm(len(self.data.train), generator=g).tolist()
-            for index in order[p.batch_in_epoch :]:
-                tick = time.perf_counter()
-                batch = self.data.train[index]
-                win_loss = win_loss + self.step(batch) * batch.n_tokens   # stays on the device: no waiting
-                p.step += 1
-                p.batch_in_epoch += 1
-                win_tokens += batch.n_tokens
-                p.elapsed += time.perf_counter() - tick
-                self._next_rate()
-                self.callback("step", {"step": p.step, "epoch": p.epoch})
-                if p.step % t.log_every == 0:
-                    loss = self.dist.sum(float(win_loss), self.device) / max(win_tokens, 1)
-                    now = time.perf_counter()
-                    self._log("train", {"step": p.step, "epoch": p.epoch, "loss": loss,
-                                        "tokens_per_s": win_tokens / max(now - win_start, 1e-9),
-                                        "lr": self.optimizer.param_groups[0]["lr"], "minutes": p.elapsed / 60})
-                    win_tokens, win_loss, win_start = 0, 0.0, now
-                if p.step % t.valid_every == 0:
-                    tick = time.perf_counter()
-                    self._validate_and_save()
-                    p.elapsed += time.perf_counter() - tick
-                    validated_at = p.step
-                    win_start += time.perf_counter() - tick
-                reason = self._agreed_stop()
-                if reason:
-                    break
-            else:
-                p.epoch += 1
-                p.batch_in_epoch = 0
-                reason = self._agreed_stop()
+
+    def _epoch(self) -> list[Batch]:
+        """Return this epoch's batches still to train, in its seeded order (from where a resumed run stopped)."""
+        p = self.progress
+        if self.data.segmentations is not None:   # subword regularisation: this epoch's own segmentation
+            self.data.train = sampled_batches(self.data, self.cfg, p.epoch)
+        g = torch.Generator().manual_seed(self.cfg.train.seed * 1_000_003 + p.epoch)
+        order = torch.randperm(len(self.data.train), generator=g).tolist()
+        return [self.data.train[i] for i in order[p.batch_in_epoch :]]
+
+    def _end(self, reason: str | None, validated_at: int) -> dict:
+        """Validate and save the last steps, average the kept checkpoints, log the end; return the summary."""
+        p = self.progress
         if validated_at != p.step:
             self._validate_and_save()
         if self.dist.main:
@@ -557,4 +599,39 @@ class Trainer:
         if self._tb is not None:
             self._tb.close()
         return {"step": p.step, "reason": reason, "best": p.best, "best_step": p.best_step,
-                "metric": t.valid_metric, "history": p.history}
+                "metric": self.cfg.train.valid_metric, "history": p.history}
+
+    def run(self) -> dict:
+        """Train until a stopping condition; return the final progress summary."""
+        t, p = self.cfg.train, self.progress
+        self._begin()
+        clock, validated_at = _Clock(p), p.step
+        win_tokens, win_loss = 0, 0.0
+        reason = self._agreed_stop()
+        while reason is None:
+            for batch in self._epoch():
+                with clock.training():
+                    win_loss = win_loss + self.step(batch) * batch.n_tokens   # stays on the device: no waiting
+                    win_tokens += batch.n_tokens
+                    p.step += 1
+                    p.batch_in_epoch += 1
+                self._next_rate()
+                self.callback("step", {"step": p.step, "epoch": p.epoch})
+                if p.step % t.log_every == 0:
+                    loss = self.dist.sum(float(win_loss), self.device) / max(win_tokens, 1)
+                    self._log("train", {"step": p.step, "epoch": p.epoch, "loss": loss,
+                                        "tokens_per_s": win_tokens / max(clock.window(), 1e-9),
+                                        "lr": self.optimizer.param_groups[0]["lr"], "minutes": p.elapsed / 60})
+                    win_tokens, win_loss = 0, 0.0
+                if p.step % t.valid_every == 0:
+                    with clock.validation():
+                        self._validate_and_save()
+                    validated_at = p.step
+                reason = self._agreed_stop()
+                if reason:
+                    break
+            else:
+                p.epoch += 1
+                p.batch_in_epoch = 0
+                reason = self._agreed_stop()
+        return self._end(reason, validated_at)
