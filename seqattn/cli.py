@@ -444,14 +444,8 @@ def cmd_data(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Return the argument parser of every command."""
-    from . import __version__
-
-    p = argparse.ArgumentParser(prog="seqattn", description="Recurrent seq2seq with Luong attention.")
-    p.add_argument("--version", action="version", version=f"seqattn {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
-
+def _train_parser(sub) -> None:
+    """Declare `seqattn train`."""
     t = sub.add_parser("train", help="train a model from a YAML config")
     t.add_argument("config")
     t.add_argument("--model-dir", help="override the config's model_dir")
@@ -466,6 +460,9 @@ def build_parser() -> argparse.ArgumentParser:
                    " gloo on CPU, one GPU each with NCCL); or launch `seqattn train` under torchrun")
     t.set_defaults(func=cmd_train)
 
+
+def _translate_parser(sub) -> None:
+    """Declare `seqattn translate`."""
     tr = sub.add_parser("translate", help="translate stdin or --input with a trained model")
     _add_model_args(tr)
     _add_ensemble_arg(tr)
@@ -480,6 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_search_args(tr, nbest=True)
     tr.set_defaults(func=cmd_translate)
 
+
+def _distill_parser(sub) -> None:
+    """Declare `seqattn distill`."""
     di = sub.add_parser("distill", help="translate a training source with a teacher (a model or an ensemble), "
                         "for a student to train on (sequence-level knowledge distillation); resumable")
     _add_model_args(di)
@@ -491,6 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_search_args(di, nbest=False)
     di.set_defaults(func=cmd_distill, beam=5)
 
+
+def _shortlist_parser(sub) -> None:
+    """Declare `seqattn shortlist`."""
     sl = sub.add_parser("shortlist", help="build a model's vocabulary shortlist from its training data "
                         "(MODEL_DIR/shortlist.npz), for decoding with --shortlist")
     sl.add_argument("model_dir")
@@ -500,6 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
     sl.add_argument("--frequent", type=int, default=100, help="the most frequent target pieces every batch gets")
     sl.set_defaults(func=cmd_shortlist)
 
+
+def _evaluate_parser(sub) -> None:
+    """Declare `seqattn evaluate`."""
     e = sub.add_parser("evaluate", help="BLEU, chrF and exact match of a model on a test set")
     _add_model_args(e)
     _add_ensemble_arg(e)
@@ -510,6 +516,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_search_args(e, nbest=False)
     e.set_defaults(func=cmd_evaluate)
 
+
+def _score_parser(sub) -> None:
+    """Declare `seqattn score`."""
     sc = sub.add_parser("score", help="per-sentence log-probability and perplexity under forced decoding")
     _add_model_args(sc)
     sc.add_argument("--src", required=True)
@@ -517,6 +526,9 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--json", action="store_true", help="JSON instead of TSV")
     sc.set_defaults(func=cmd_score)
 
+
+def _explain_parser(sub) -> None:
+    """Declare `seqattn explain`."""
     ex = sub.add_parser("explain", help="one sentence step by step: context vector, free decoding, teacher forcing"
                         " and, with --step, every quantity of one attention step")
     ex.add_argument("model_dir")
@@ -531,6 +543,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--json", action="store_true", help="print everything as one JSON line")
     ex.set_defaults(func=cmd_explain)
 
+
+def _export_parser(sub) -> None:
+    """Declare `seqattn export`."""
     xp = sub.add_parser("export", help="ONNX export (encoder + one decoder step) for seqattn-runtime, no PyTorch")
     xp.add_argument("model_dir")
     xp.add_argument("--out", required=True, help="the export directory (created)")
@@ -541,11 +556,17 @@ def build_parser() -> argparse.ArgumentParser:
                     "(step_shortlist.onnx with MODEL_DIR/shortlist.npz), for seqattn-runtime's --shortlist")
     xp.set_defaults(func=cmd_export)
 
+
+def _average_parser(sub) -> None:
+    """Declare `seqattn average`."""
     av = sub.add_parser("average", help="average the weights of checkpoints (e.g. MODEL_DIR/step_*.pt)")
     av.add_argument("checkpoints", nargs="+")
     av.add_argument("--out", required=True, help="the averaged checkpoint (e.g. MODEL_DIR/averaged.pt)")
     av.set_defaults(func=cmd_average)
 
+
+def _plot_parser(sub) -> None:
+    """Declare `seqattn plot`."""
     pl = sub.add_parser("plot", help="draw an attention heatmap (.png/.svg/.pdf)")
     pl.add_argument("model_dir", nargs="?")
     pl.add_argument("text", nargs="?", help="the sentence to translate and plot")
@@ -556,6 +577,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_search_args(pl, nbest=False)
     pl.set_defaults(func=cmd_plot)
 
+
+def _serve_parser(sub) -> None:
+    """Declare `seqattn serve`."""
     sv = sub.add_parser("serve", help="HTTP API and attention web page")
     sv.add_argument("model_dir", help="a model directory, or with --runtime onnx a `seqattn export` directory")
     sv.add_argument("--runtime", default="pytorch", choices=["pytorch", "onnx"],
@@ -566,6 +590,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_arguments(sv)
     sv.set_defaults(func=cmd_serve)
 
+
+def _bench_parser(sub) -> None:
+    """Declare `seqattn bench`."""
     b = sub.add_parser("bench", help="training tokens/s against this machine's GEMM ceiling (MFU)")
     b.add_argument("--quick", action="store_true", help="15 s of training steps (under a minute in all)")
     b.add_argument("--seconds", type=float, default=60, help="seconds of timed training steps")
@@ -578,6 +605,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
     b.set_defaults(func=cmd_bench)
 
+
+def _demo_parser(sub) -> None:
+    """Declare `seqattn demo`."""
     d = sub.add_parser("demo", help="train and show a built-in task (no download)")
     d.add_argument("--task", default="dates", choices=["dates", "qa"])
     d.add_argument("--out", default="demo_out", help="output directory (model, heatmap)")
@@ -590,6 +620,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true", help="print the metrics as one JSON line last")
     d.set_defaults(func=cmd_demo)
 
+
+def _data_parser(sub) -> None:
+    """Declare `seqattn data`."""
     da = sub.add_parser("data", help="download standard data sets")
     dsub = da.add_subparsers(dest="dataset", required=True)
     m = dsub.add_parser("multi30k", help="Multi30k task 1 raw files (de, en, fr, cs)")
@@ -600,6 +633,29 @@ def build_parser() -> argparse.ArgumentParser:
     bz.add_argument("config")
     bz.add_argument("--out", required=True, help="output directory (replaced)")
     bz.set_defaults(func=cmd_binarize)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of every command."""
+    from . import __version__
+
+    p = argparse.ArgumentParser(prog="seqattn", description="Recurrent seq2seq with Luong attention.")
+    p.add_argument("--version", action="version", version=f"seqattn {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    _train_parser(sub)
+    _translate_parser(sub)
+    _distill_parser(sub)
+    _shortlist_parser(sub)
+    _evaluate_parser(sub)
+    _score_parser(sub)
+    _explain_parser(sub)
+    _export_parser(sub)
+    _average_parser(sub)
+    _plot_parser(sub)
+    _serve_parser(sub)
+    _bench_parser(sub)
+    _demo_parser(sub)
+    _data_parser(sub)
     return p
 
 
