@@ -126,3 +126,17 @@ def final_state(model_dir):
 
     state = load_checkpoint(model_dir / "last.pt")
     return state["model"], state["optimizer"], state["progress"]
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory):
+    """(model directory, pairs) of a tiny reversal model trained 120 steps, its last two validations kept
+    (step_80.pt, step_120.pt); shared by the tests that only read it."""
+    from seqattn.config import load_config
+    from seqattn.train import Trainer
+
+    tmp = tmp_path_factory.mktemp("trained")
+    pairs = reverse_pairs(40, seed=9)
+    path = write_tiny_config(tmp, pairs, train__max_steps=120, train__valid_every=40, train__keep_last=2)
+    Trainer(load_config(path)).run()
+    return tmp / "model", pairs
