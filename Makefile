@@ -52,10 +52,10 @@ demo: install fonts tcmalloc
 	$(BIN)/seqattn demo --out demo_out
 
 test: install-test fonts browser tcmalloc
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -rs
 
 lint: install-test
-	$(BIN)/ruff check seqattn tests benchmarks
+	$(BIN)/ruff check seqattn seqattn_runtime tests benchmarks
 
 bench: install tcmalloc
 	$(BIN)/seqattn bench
