@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from seqattn_runtime.options import SearchOptions
-from seqattn_runtime.shortlist import Shortlist, positions, target_ids
+from seqattn_runtime.shortlist import Shortlist, target_ids
 from seqattn_runtime.translator import Translation
 
 from .checkpoint import load_checkpoint
@@ -214,9 +214,8 @@ class Translator:
                 part_prefixes = None if forced is None else [forced[i] for i in idx]
                 searched, vocab = steps, None
                 if opt.shortlist:                # the batch's target pieces: ids are positions in vocab
-                    vocab = self.shortlist.vocab([ids[i] for i in idx], (t for p in part_prefixes or [] for t in p))
+                    vocab, part_prefixes = self.shortlist.batch([ids[i] for i in idx], part_prefixes)
                     searched = Shortlisted(steps, torch.as_tensor(vocab, device=self.device))
-                    part_prefixes = None if forced is None else [positions(vocab, p) for p in part_prefixes]
                 with autocast(self.device):
                     if plain:                    # over the same steps: prefixes, coverage penalty
                         if opt.beam > 1:

@@ -39,6 +39,13 @@ class Shortlist:
         union = np.unique(np.concatenate(parts))
         return np.concatenate([np.arange(SPECIALS, dtype=np.int64), union[union >= SPECIALS]])
 
+    def batch(self, sources: Sequence[Sequence[int]], prefixes: list[list[int]] | None = None
+              ) -> tuple[np.ndarray, list[list[int]] | None]:
+        """Return (the vocabulary of a batch: `vocab` of its sources with its prefixes' pieces, its prefixes
+        as positions in that vocabulary, or None without prefixes): what a search over the shortlist takes."""
+        vocab = self.vocab(sources, (t for p in prefixes or [] for t in p))
+        return vocab, None if prefixes is None else [positions(vocab, p) for p in prefixes]
+
     def save(self, path: str | Path) -> None:
         """Write the shortlist to path (.npz, arrays only), through a temporary file and a rename."""
         path = Path(path)

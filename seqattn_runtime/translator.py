@@ -11,7 +11,7 @@ import numpy as np
 from .errors import SeqattnError
 from .rules import EOS, PAD, UNK, Stopping, max_lengths
 from .search import Sampling, beam_search, choices, greedy
-from .shortlist import Shortlist, positions, target_ids
+from .shortlist import Shortlist, target_ids
 
 FORMAT, VERSION = "seqattn-onnx", 1
 REQUIRED = ("rnn", "input_feeding", "dec_hidden_size", "src_vocab", "tgt_vocab", "max_len", "max_output_ratio",
@@ -186,8 +186,7 @@ class Runtime:
             part_prefixes = None if forced is None else [forced[i] for i, _ in part]
             vocab = None
             if shortlist:              # the batch's target pieces: the search's ids are positions in vocab
-                vocab = self.shortlist.vocab(batch, (t for p in part_prefixes or [] for t in p))
-                part_prefixes = None if forced is None else [positions(vocab, p) for p in part_prefixes]
+                vocab, part_prefixes = self.shortlist.batch(batch, part_prefixes)
             hyps = self._decode(batch, beam, nbest, alpha, attention, sampling, keys, part_prefixes, coverage,
                                 stopping or self.stopping, vocab)
             if vocab is not None:

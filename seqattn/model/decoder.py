@@ -73,8 +73,9 @@ class Decoder(nn.Module):
         return logits, state, s_tilde, None if alpha is None else alpha.reshape(-1, alpha.size(-1))
 
     def out_rows(self, s_tilde: torch.Tensor, vocab: torch.Tensor) -> torch.Tensor:
-        """Return W_y[vocab] s~ + b_y[vocab] (rows x V'): the output layer over the target ids vocab only
-        (another output layer, e.g. int8, computes every logit and keeps vocab's)."""
+        """Return W_y[vocab] s~ + b_y[vocab] (rows x V') for s_tilde (rows x hidden) and vocab (V' target ids,
+        int64): the output layer over those ids only (another output layer, e.g. int8, computes every logit
+        and keeps vocab's)."""
         out = self.out
         if not isinstance(out, nn.Linear):
             return out(s_tilde).index_select(-1, vocab)
