@@ -10,7 +10,9 @@ usage: python benchmarks/load.py MODEL_DIR [--clients 16] [--requests 25] [--src
 --export: also serve EXPORT_DIR (`seqattn export MODEL_DIR`) with `seqattn-runtime serve`, started from
 --runtime-bin (e.g. the `seqattn-runtime` of a virtual environment made by `pip install
 './seqattn_runtime[serve]'`, without torch), the two servers one after the other with the same clients;
-each server's peak RSS is sampled once a second.
+each server's peak RSS is sampled once a second. Also printed: each server's start-up to its first
+answer (process start to the first /translate answer, median of --startups runs) and, with --export, the
+installed size of --runtime-bin's environment.
 
 --soak: one bounded run with hostile traffic mixed in: of each client's requests about 1 in 10 is an
 oversize body (1.5 MiB), 1 in 10 malformed JSON, 1 in 10 a slow client trickling a valid body over
@@ -54,7 +56,8 @@ async def client(base: str, texts: list[str], n: int, offset: int, lat: list[flo
             lat.append(time.perf_counter() - start)
 
 
-def start_server(model_dir: str, extra: list[str], runtime_bin: str | None = None) -> tuple[subprocess.Popen, str]:
+def start_server(model_dir: str, extra: list[str], runtime_bin: str | None = None,
+                 poll: float = 0.2) -> tuple[subprocess.Popen, str]:
     """Start `seqattn serve MODEL_DIR` (or with runtime_bin, `seqattn-runtime serve EXPORT_DIR`) on a free
     loopback port; return (process, base URL) once it answers."""
     port = free_port()
@@ -73,7 +76,19 @@ def start_server(model_dir: str, extra: list[str], runtime_bin: str | None = Non
         if time.monotonic() > deadline or server.poll() is not None:
             server.kill()
             raise SystemExit("server did not start")
-        time.sleep(0.2)
+        time.sleep(poll)
+
+
+def first_answer(model_dir: str, runtime_bin: str | None, texts: list[str]) -> float:
+    """Return the seconds from starting the server to its first /translate answer."""
+    start = time.perf_counter()
+    server, base = start_server(model_dir, [], runtime_bin, poll=0.02)
+    try:
+        httpx.post(base + "/translate", json={"text": texts[0]}, timeout=60).raise_for_status()
+        return time.perf_counter() - start
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def timed_run(server: subprocess.Popen, clients) -> float:
@@ -187,6 +202,7 @@ def main() -> int:
     ap.add_argument("--export", help="also load-test `seqattn-runtime serve EXPORT` (an export of MODEL_DIR)")
     ap.add_argument("--runtime-bin", default=str(Path(sys.executable).parent / "seqattn-runtime"),
                     help="the seqattn-runtime command to start it with")
+    ap.add_argument("--startups", type=int, default=3, help="start-ups to the first answer per server (median)")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     from seqattn.data.corpus import read_lines
@@ -211,6 +227,17 @@ def main() -> int:
         r = run_once(where, texts, args.clients, args.requests, batching, runtime_bin)
         print(f"| {r['server']} | {'on' if batching else 'off'} | {r['requests']} | {r['errors']} | "
               f"{r['req_per_s']:.1f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r['peak_rss_mb']:.0f} |", flush=True)
+    servers = [("seqattn serve", args.model_dir, None)]
+    if args.export:
+        servers.append(("seqattn-runtime serve", args.export, args.runtime_bin))
+    for name, where, runtime_bin in servers:
+        seconds = sorted(first_answer(where, runtime_bin, texts) for _ in range(args.startups))
+        print(f"{name}: start-up to the first answer {statistics.median(seconds):.2f} s (median of {len(seconds)}: "
+              f"{', '.join(f'{x:.2f}' for x in seconds)})", flush=True)
+    if args.export:
+        prefix = Path(args.runtime_bin).resolve().parent.parent
+        size = subprocess.run(["du", "-sm", str(prefix)], capture_output=True, text=True, check=True).stdout.split()[0]
+        print(f"{prefix}: {size} MB installed")
     return 0
 
 
