@@ -49,7 +49,10 @@ class Dist:
         return cls()
 
     def setup(self, device: torch.device) -> torch.device:
-        """Join the process group (gloo on CPU, NCCL on CUDA); return this rank's device."""
+        """Join the process group (gloo on CPU, NCCL on CUDA); return this rank's device (device itself
+        for one process)."""
+        if not self.active:
+            return device
         if device.type == "cuda":
             if self.local_rank >= torch.cuda.device_count():
                 raise SeqattnError(f"{self.world} processes need one GPU each: cuda:{self.local_rank} does not "
@@ -68,6 +71,33 @@ class Dist:
         if injected == str(self.rank):
             raise SeqattnError(f"rank {self.rank}: failure injected by {FAIL_RANK_ENV}")
         return device
+
+    def wrap(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+        """Return what training steps call: model, or for several ranks its DistributedDataParallel wrapper
+        (which averages the gradients over the ranks)."""
+        if not self.active:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def share(self, batch):
+        """Return this rank's rows of batch (rows rank, rank + world, ...); the whole batch for one process."""
+        return batch.rows(self.rank, self.world) if self.active else batch
+
+    def same_rate(self, optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+        """Give every rank rank 0's learning rate (a plateau schedule changes it on rank 0 only)."""
+        if not self.active:
+            return
+        lr = self.from_main(optimizer.param_groups[0]["lr"], device)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+    def main_choice(self, value, choices: list, device: torch.device):
+        """Return rank 0's value, one of choices, on every rank."""
+        if not self.active:
+            return value
+        return choices[int(self.from_main(choices.index(value), device))]
 
     def barrier(self) -> None:
         if self.active:

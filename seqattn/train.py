@@ -248,9 +248,7 @@ class Trainer:
         self.dist = dist or Dist()
         self.dir = Path(cfg.model_dir)
         self._check_directory(resume, overwrite)
-        self.device = pick_device(cfg.train.device)
-        if self.dist.active:
-            self.device = self.dist.setup(self.device)
+        self.device = self.dist.setup(pick_device(cfg.train.device))
         if self.dist.main:
             self._prepare_directory(overwrite and not resume)
         torch.manual_seed(cfg.train.seed)
@@ -312,12 +310,7 @@ class Trainer:
                 raise SeqattnError(f"train.init_from: {init.checkpoint}: weights do not match the config "
                                    f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
         fast = accelerate(model)                 # the faster modules that compute the same function
-        net = model
-        if self.dist.active:
-            from torch.nn.parallel import DistributedDataParallel
-
-            net = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        return model, fast, net
+        return model, fast, self.dist.wrap(model, self.device)
 
     def _optimizer(self, start: dict | None, init: InitFrom | None) -> torch.optim.Optimizer:
         """Return Adam over the model, with start's moments where train.init_optimizer asks for them."""
@@ -458,16 +451,14 @@ class Trainer:
         With several ranks each takes its share of the rows; the loss is scaled so that the gradient
         DDP averages is the whole batch's.
         """
-        d = self.dist
-        part = batch.rows(d.rank, d.world) if d.active else batch
-        return optimisation_step(self.net, self.optimizer, part, self.cfg.train, self.device,
-                                 norm_tokens=batch.n_tokens, grad_scale=d.world)
+        return optimisation_step(self.net, self.optimizer, self.dist.share(batch), self.cfg.train, self.device,
+                                 norm_tokens=batch.n_tokens, grad_scale=self.dist.world)
 
     def _next_rate(self) -> None:
         """Set the learning rate of the next step from the step count and the training time so far."""
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             return
-        if self.dist.active and self.cfg.train.decay_over == "minutes":   # one clock for every rank's rate
+        if self.cfg.train.decay_over == "minutes":   # one clock for every rank's rate
             self.progress.elapsed = self.dist.from_main(self.progress.elapsed, self.device)
         self.scheduler.step()
 
@@ -548,17 +539,11 @@ class Trainer:
                 best = True  # without validation data the newest weights are the best we know
             self._save(best)
         self.dist.barrier()
-        if self.dist.active:   # a plateau schedule changes the rate on rank 0 only
-            lr = self.dist.from_main(self.optimizer.param_groups[0]["lr"], self.device)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
+        self.dist.same_rate(self.optimizer, self.device)
 
     def _agreed_stop(self) -> str | None:
         """Return rank 0's stopping reason (or None) on every rank: time and early stopping are its own."""
-        reason = self._should_stop()
-        if not self.dist.active:
-            return reason
-        return STOP_REASONS[int(self.dist.from_main(STOP_REASONS.index(reason), self.device))]
+        return self.dist.main_choice(self._should_stop(), STOP_REASONS, self.device)
 
     def _begin(self) -> None:
         """What a run does before its first step: TensorBoard, the start callback, the training mode; a
