@@ -1,13 +1,15 @@
 """Export a trained model to ONNX: its own `encode` and `step`, traced, for `seqattn_runtime` (no PyTorch).
 
-The graphs are the model's code as it runs (`Seq2Seq.encode`, `Seq2Seq.step`), not a copy of it: an
-edited model exports its edit. The export directory holds:
+The graphs are the model's code as it runs (`Seq2Seq.encode`, and `Seq2Seq.step` as `fast.Decoding`
+arranges it with plain products: the first layer's input table, the cells as products, the W_c split),
+not a copy of it: an edited model exports its edit (its step is then the model's own, as `Decoding`
+steps aside). The export directory holds:
 - encoder.onnx: src (batch x src_len int64, <eos> last, padded with 0) and src_len (batch) -> memory
   (batch x src_len x enc_out), the attention keys when the score has its own (general, concat), the mask
-  (batch x src_len bool, True at real tokens), and the decoder's initial state h0 (and c0 for an LSTM),
-  each layers x batch x dec_hidden.
+  (batch x src_len bool, True at real tokens), with the W_c split context (W_ca h_i, batch x src_len x
+  dec_hidden), and the decoder's initial state h0 (and c0 for an LSTM), each layers x batch x dec_hidden.
 - step.onnx: y (rows, the previous ids), h (and c), feed (rows x dec_hidden, input feeding only), memory,
-  keys, mask (batch x src_len bool, True at real tokens) -> logp (rows x tgt_vocab log-probabilities),
+  keys, mask (batch x src_len bool, True at real tokens), context -> logp (rows x tgt_vocab log-probabilities),
   the new h (and c), s~ (rows x dec_hidden, fed back with input feeding), alpha (rows x src_len); the
   rows of a sentence's beams share its batch row of memory (rows = batch x beams, consecutive).
 - with a shortlist (`seqattn export --shortlist`): step_shortlist.onnx, the same step with one more input,
@@ -43,6 +45,7 @@ from .checkpoint import atomic_write
 from .data.batching import pad_sources
 from .data.tokenizer import SOS
 from .errors import SeqattnError
+from .fast.decoding import Decoding, Prepared
 from .model.seq2seq import Encoded, Seq2Seq
 
 FORMAT = "seqattn-onnx"
@@ -53,12 +56,19 @@ TOLERANCE = 1e-4   # largest difference between ONNX Runtime's and PyTorch's out
 
 @dataclass
 class _Interface:
-    """The export's inputs and outputs, read off the model's own encode and step on a sample."""
+    """The export's inputs and outputs, read off the model's own encode and step on a sample, and the
+    arrangement of the step that the graphs trace (`fast.Decoding` with plain products), where it applies."""
 
     own_keys: bool     # the keys are not the memory itself (general, concat): an output of their own
     attends: bool      # the step returns attention weights: it reads memory, keys and mask
     lstm: bool         # the decoder state is (h, c), else h
     feeding: bool      # the step takes s~_{t-1} (input feeding)
+    arranged: Decoding | None = None   # the step as `Decoding(model, packed=False)`: None where it steps aside
+
+    @property
+    def split(self) -> bool:
+        """Whether the W_c split applies: the encoder also gives context = W_ca h_i, which the step reads."""
+        return self.arranged is not None and self.arranged.context is not None
 
     @classmethod
     @torch.no_grad()
@@ -67,40 +77,51 @@ class _Interface:
         enc = model.encode(src, src_len)
         feed = model.initial_feed(2, src.device)
         _, state, _, alpha = model.step(torch.full((2,), SOS), enc.state, enc, feed)
+        arranged = Decoding(model, packed=False)
         return cls(enc.keys is not None and enc.keys is not enc.memory, alpha is not None, isinstance(state, tuple),
-                   feed is not None)
+                   feed is not None, arranged if arranged.fast_step else None)
 
     def encoder_outputs(self) -> list[str]:
-        return ["memory"] + (["keys"] if self.own_keys else []) + ["mask"] + (["h0", "c0"] if self.lstm else ["h0"])
+        return ["memory"] + (["keys"] if self.own_keys else []) + ["mask"] + (["context"] if self.split else []) \
+            + (["h0", "c0"] if self.lstm else ["h0"])
 
     def step_inputs(self) -> list[str]:
         names = ["y", "h"] + (["c"] if self.lstm else []) + (["feed"] if self.feeding else [])
-        return names + ((["memory"] + (["keys"] if self.own_keys else []) + ["mask"]) if self.attends else [])
+        source = ["memory"] + (["keys"] if self.own_keys else []) + ["mask"] + (["context"] if self.split else [])
+        return names + (source if self.attends else [])
 
     def step_outputs(self) -> list[str]:
         return ["logp", "h_out"] + (["c_out"] if self.lstm else []) + ["s_tilde"] + (["alpha"] if self.attends else [])
 
 
-class _Encode(nn.Module):
-    """The model's own `encode`, its Encoded flattened into the export's outputs."""
+class _Graph(nn.Module):
+    """A module traced into one graph: the model, and as buffers the tensors the arranged step derives from
+    its weights, so that they are initializers of the graph (which int8 quantizes), not constants."""
 
     def __init__(self, model: Seq2Seq, io: _Interface):
         super().__init__()
         self.model, self.io = model, io
+        for i, t in enumerate(io.arranged.derived() if io.arranged is not None else []):
+            self.register_buffer(f"derived_{i}", t)
+
+
+class _Encode(_Graph):
+    """The model's own `encode`, its Encoded flattened into the export's outputs."""
 
     def forward(self, src: torch.Tensor, src_len: torch.Tensor):
         enc = self.model.encode(src, src_len)
         state = enc.state if isinstance(enc.state, tuple) else (enc.state,)
-        return (enc.memory, *([enc.keys] if self.io.own_keys else []), enc.mask, *state)
+        context = [self.io.arranged.prepare(enc).context] if self.io.split else []
+        return (enc.memory, *([enc.keys] if self.io.own_keys else []), enc.mask, *context, *state)
 
 
-class _Step(nn.Module):
-    """The model's own `step` with named tensor inputs, log-probabilities out; shortlisted: with a last input
-    vocab, the target ids the step scores (its logp covers those only)."""
+class _Step(_Graph):
+    """The model's `step` (as arranged) with named tensor inputs, log-probabilities out; shortlisted: with a
+    last input vocab, the target ids the step scores (its logp covers those only)."""
 
     def __init__(self, model: Seq2Seq, io: _Interface, shortlisted: bool = False):
-        super().__init__()
-        self.model, self.io, self.shortlisted = model, io, shortlisted
+        super().__init__(model, io)
+        self.shortlisted = shortlisted
 
     def forward(self, *inputs: torch.Tensor):
         x = dict(zip(self.io.step_inputs() + (["vocab"] if self.shortlisted else []), inputs))
@@ -112,8 +133,13 @@ class _Step(nn.Module):
             memory, mask = x["h"].new_zeros(x["y"].size(0), 1, 1), torch.ones(x["y"].size(0), 1, dtype=torch.bool)
             keys = None
         group = x["y"].size(0) // memory.size(0)
-        return _step_outputs(*self.model.step(x["y"], state, Encoded(memory, keys, mask, None), x.get("feed"), group,
-                                              x.get("vocab")))
+        enc = Encoded(memory, keys, mask, None)
+        if self.io.arranged is None:
+            return _step_outputs(*self.model.step(x["y"], state, enc, x.get("feed"), group, x.get("vocab")))
+        if self.io.split:
+            enc = Prepared(enc, x["context"])
+        with torch.no_grad():
+            return _step_outputs(*self.io.arranged.step(x["y"], state, enc, x.get("feed"), group, x.get("vocab")))
 
 
 def _step_outputs(logits: torch.Tensor, state, s_tilde: torch.Tensor, alpha: torch.Tensor | None) -> tuple:
@@ -159,6 +185,8 @@ def _sample_inputs(model: Seq2Seq, io: _Interface, lengths: list[int], beams: in
     if io.feeding:
         x["feed"] = torch.randn(rows, model.decoder.hidden_size, generator=g)
     x.update(memory=enc.memory, keys=enc.keys, mask=enc.mask)
+    if io.split:
+        x["context"] = io.arranged.prepare(enc).context
     tgt_vocab = model.decoder.out.out_features   # a shortlist: the specials, then every few ids from a seeded offset
     x["vocab"] = torch.cat([torch.arange(SPECIALS), torch.arange(SPECIALS + seed % 3, tgt_vocab, 2 + seed % 3)])
     return (src, src_len), x
@@ -193,11 +221,12 @@ def export(model: Seq2Seq, tokenizer_files: list[Path], out: Path, max_len: int,
     enc_args, x = _sample_inputs(model, io, [5, 3], beams=2)
     steps_in = io.step_inputs()
     dynamic_enc = {"src": {0: "batch", 1: "src_len"}, "src_len": {0: "batch"}, "memory": {0: "batch", 1: "src_len"},
-                   "keys": {0: "batch", 1: "src_len"}, "mask": {0: "batch", 1: "src_len"}, "h0": {1: "batch"},
-                   "c0": {1: "batch"}}
+                   "keys": {0: "batch", 1: "src_len"}, "mask": {0: "batch", 1: "src_len"},
+                   "context": {0: "batch", 1: "src_len"}, "h0": {1: "batch"}, "c0": {1: "batch"}}
     dynamic_step = {"y": {0: "rows"}, "h": {1: "rows"}, "c": {1: "rows"}, "feed": {0: "rows"},
                     "memory": {0: "batch", 1: "src_len"}, "keys": {0: "batch", 1: "src_len"},
-                    "mask": {0: "batch", 1: "src_len"}, "logp": {0: "rows"}, "h_out": {1: "rows"},
+                    "mask": {0: "batch", 1: "src_len"}, "context": {0: "batch", 1: "src_len"},
+                    "logp": {0: "rows"}, "h_out": {1: "rows"},
                     "c_out": {1: "rows"}, "s_tilde": {0: "rows"}, "alpha": {0: "rows", 1: "src_len"}}
     graphs = [("encoder.onnx", _Encode(model, io).eval(), enc_args, ["src", "src_len"], io.encoder_outputs(),
                dynamic_enc),

@@ -174,8 +174,7 @@ def beam_search(steps: Steps, limits: np.ndarray, src_len: np.ndarray, beam: int
         v = logp.shape[1]
         # each sentence's 2k best continuations (at most k of them end in <eos>), best first
         cand = (logp + scores.reshape(-1, 1)).reshape(n, k * v)
-        top = np.argpartition(-cand, 2 * k - 1, axis=1)[:, : 2 * k]
-        top = np.take_along_axis(top, np.argsort(-np.take_along_axis(cand, top, 1), axis=1, kind="stable"), 1)
+        top = best_of(cand, 2 * k)
         top_scores = np.take_along_axis(cand, top, 1)
         top_beam, top_tok = top // v, top % v
         if attention and alpha_t is not None:
@@ -220,6 +219,40 @@ def beam_search(steps: Steps, limits: np.ndarray, src_len: np.ndarray, beam: int
             covered = None if covered is None else covered[rows]
             state, feed = steps.take(state, feed, rows)
     return finished
+
+
+def best_of(x: np.ndarray, m: int, chunk: int = 32) -> np.ndarray:
+    """Return the columns of each row's m largest values (rows x m, m <= columns), largest first, equal
+    values in column order: what a stable sort of each row gives, in a few passes over x.
+
+    The row's columns are cut in chunks of `chunk`; its m best values lie in its m best chunks, ranked
+    by their maxima (equal maxima: the first chunk first); only those chunks' values are then ranked."""
+    n, w = x.shape
+    if w <= 4 * m * chunk:
+        return _first_m(x, m, ranked=True)
+    full = w - w % chunk
+    maxima = x[:, :full].reshape(n, -1, chunk).max(2)
+    if full < w:
+        maxima = np.concatenate([maxima, x[:, full:].max(1, keepdims=True)], 1)
+    cols = (_first_m(maxima, m, ranked=False)[:, :, None] * chunk + np.arange(chunk)).reshape(n, -1)
+    inside = cols < w
+    cols = np.where(inside, cols, 0)
+    vals = np.where(inside, np.take_along_axis(x, cols, 1), -np.inf)
+    return np.take_along_axis(cols, _first_m(vals, m, ranked=True), 1)
+
+
+def _first_m(x: np.ndarray, m: int, ranked: bool) -> np.ndarray:
+    """Return the positions of each row's m largest values (equal values: the first ones), ascending, or
+    (ranked) largest first, equal values in position order."""
+    n, w = x.shape
+    kth = np.partition(x, w - m, axis=1)[:, w - m : w - m + 1]   # the m-th largest value
+    above = x > kth                                               # fewer than m
+    tied = x == kth                                               # the first of them fill up to m
+    chosen = above | (tied & (np.cumsum(tied, 1) <= m - np.count_nonzero(above, 1, keepdims=True)))
+    pos = (np.flatnonzero(chosen) % w).reshape(n, m)
+    if not ranked:
+        return pos
+    return np.take_along_axis(pos, np.argsort(-np.take_along_axis(x, pos, 1), axis=1, kind="stable"), 1)
 
 
 def choices(steps: Steps, targets: list[list[int]], k: int) -> list[list[tuple[list[int], list[float]]]]:

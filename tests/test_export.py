@@ -76,6 +76,19 @@ def test_the_runtime_translates_as_pytorch_does_greedy_beam_and_nbest(exported):
 
 
 @EVERY
+def test_the_step_graph_is_the_arranged_step(exported):
+    """The step graph traces `Decoding(model, packed=False)`: cells as products (no RNN operator), and with
+    attention the W_c split, whose context W_ca h_i the encoder gives once per batch."""
+    import onnx
+
+    *_, tmp, meta = exported
+    ops = {n.op_type for n in onnx.load(str(tmp / "export" / "step.onnx")).graph.node}
+    assert not ops & {"LSTM", "GRU", "RNN"} and {"Gemm", "Sigmoid", "Tanh"} <= ops
+    attends = meta["attention"] != "none"
+    assert ("context" in meta["encoder_outputs"]) == ("context" in meta["step_inputs"]) == attends
+
+
+@EVERY
 def test_the_runtime_imports_no_torch(exported):
     """A subprocess in which importing torch fails translates with the export."""
     translator, _, pairs, tmp, _ = exported

@@ -107,3 +107,20 @@ def test_searches_of_no_sentences_return_nothing():
     assert engine.greedy(model, src[:0], src_len[:0], limit[:0], width=2) == []
     assert engine.beam_search(model, src[:0], none, none, beam=3, width=2) == []
     assert greedy(model, src[:0], src_len[:0], limit[:0]) == [] and beam_search(model, src[:0], none, none, 3) == []
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 16, 32])
+def test_best_of_is_a_stable_sorts_first_columns(chunk):
+    """The chunked selection returns each row's m largest values' columns as a stable sort by value does:
+    largest first, equal values (ties, -inf) in column order, on rows wider than the chunks and narrower."""
+    from seqattn_runtime.search import best_of
+
+    rng = np.random.default_rng(chunk)
+    for _ in range(300):
+        n, w = int(rng.integers(1, 6)), int(rng.integers(1, 700))
+        m = int(rng.integers(1, min(w, 12) + 1))
+        x = (rng.integers(-3, 3, (n, w)) * rng.choice([1.0, 10.0, 0.1])).astype(np.float32)   # many ties
+        x[rng.random((n, w)) < rng.random()] = -np.inf
+        assert np.array_equal(best_of(x, m, chunk), np.argsort(-x, axis=1, kind="stable")[:, :m])
+    x = rng.standard_normal((4, 5000)).astype(np.float32)
+    assert np.array_equal(best_of(x, 10), np.argsort(-x, axis=1, kind="stable")[:, :10])

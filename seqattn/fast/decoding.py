@@ -89,6 +89,18 @@ class EncoderTables:
         return memory, (h.unsqueeze(0), c.unsqueeze(0))
 
 
+class Product:
+    """x W^T + b, or x W^T + b + add: `onednn.PackedLinear`'s interface as plain operations (what runs where
+    packing does not, and what an export traces)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None):
+        self.weight, self.bias = weight.detach().contiguous(), None if bias is None else bias.detach()
+
+    def __call__(self, x: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
+        y = F.linear(x, self.weight, self.bias)
+        return y if add is None else y + add
+
+
 @dataclass
 class Prepared:
     """What `Decoding.encode` hands its own `step` when the W_c split applies: the model's Encoded and
@@ -141,33 +153,46 @@ class Decoding:
     (another module type, edited model code: `check.py`) runs the model's own code there, with the
     model's own state. A snapshot: it does not follow later changes of the weights, so whoever knows they
     are fixed keeps it (`Translator`). It takes its own paths only in inference (eval mode, no
-    gradients); `paths` names the parts that apply to this model.
+    gradients); `paths` names the parts that apply to this model. packed=False: plain products instead
+    of oneDNN's, no encoder tables, every cell as its products (what `seqattn export` traces).
     """
 
     @torch.no_grad()
-    def __init__(self, model: Seq2Seq):
-        self.model = model
+    def __init__(self, model: Seq2Seq, packed: bool = True):
+        self.model, self.packed = model, packed
         dec, rnn = model.decoder, model.decoder.rnn
-        self.encoder = EncoderTables.of(model.encoder) if type(model) is Seq2Seq and written_for("encode") else None
+        self.encoder = EncoderTables.of(model.encoder) \
+            if packed and type(model) is Seq2Seq and written_for("encode") else None
         self.fast_step = _step_is_stock(model)
         lstm = type(rnn) in LSTMS
         self.table = self.hh = self.context = self.combine = self.out = None
+        product = pack if packed else (lambda weight, bias=None: None)
         if self.fast_step:
             if not dec.input_feeding and rnn.bias and dec.embed.num_embeddings * rnn.weight_ih_l0.size(0) <= TABLE_MAX:
-                self.hh = pack(gate_order(rnn.weight_hh_l0) if lstm else rnn.weight_hh_l0,
-                               None if lstm else rnn.bias_hh_l0)
+                self.hh = product(gate_order(rnn.weight_hh_l0) if lstm else rnn.weight_hh_l0,
+                                  None if lstm else rnn.bias_hh_l0)
                 self.table = self._input_table(ifog=self.hh is not None)
             if dec.attention is not None:
                 w_ca, w_cs = dec.combine.weight.split([dec.combine.in_features - dec.hidden_size, dec.hidden_size], 1)
-                self.context, self.combine = pack(w_ca), pack(w_cs, dec.combine.bias)
-                if self.context is None or self.combine is None:
-                    self.context = self.combine = None
-            self.out = pack(dec.out.weight, dec.out.bias)
+                if packed:
+                    self.context, self.combine = pack(w_ca), pack(w_cs, dec.combine.bias)
+                    if self.context is None or self.combine is None:
+                        self.context = self.combine = None
+                else:
+                    self.context, self.combine = Product(w_ca), Product(w_cs, dec.combine.bias)
+            self.out = product(dec.out.weight, dec.out.bias)
         names = {"encoder_tables": self.encoder, "decoder_cells": self.fast_step or None,
                  "decoder_table": self.table, "packed_hh": self.hh, "split_combine": self.combine,
                  "packed_out": self.out}
         self.paths = [name for name, part in names.items() if part is not None]
         self._shortlist = None   # (vocab tensor, its output layer) of the batch decoding
+
+    def derived(self) -> list[torch.Tensor]:
+        """Return the tensors this object derived from the model's weights and reads as they are (the input
+        table, the W_c split's halves): not the packed ones, which oneDNN holds reordered."""
+        products = [p for p in (self.context, self.combine) if isinstance(p, Product)]
+        return ([self.table] if self.table is not None else []) + \
+            [t for p in products for t in (p.weight, p.bias) if t is not None]
 
     def initial_feed(self, rows: int, device: torch.device) -> torch.Tensor | None:
         """Return `Seq2Seq.initial_feed(rows, device)`."""
@@ -187,6 +212,11 @@ class Decoding:
         else:
             memory, final = self.encoder(src, src_len)
             enc = Encoded(memory, model.decoder.keys(memory), src != PAD, model.initial_state(final))
+        return self.prepare(enc)
+
+    def prepare(self, enc: Encoded) -> Encoded | Prepared:
+        """Return the model's Encoded enc as this object's `step` reads it: inside a `Prepared` with W_ca h_i
+        when the W_c split applies, else enc."""
         return enc if self.context is None else Prepared(enc, self.context(enc.memory))
 
     def step(self, y_prev: torch.Tensor, state, enc: Encoded | Prepared, feed: torch.Tensor | None = None,
@@ -241,6 +271,13 @@ class Decoding:
                                              state[1][0] if lstm else None, w[1], w[3], lstm, self.hh)
                 if lstm:
                     cs.append(c)
+            elif not self.packed:   # plain products, what an export traces (it has no cell operators)
+                b_ih, b_hh = (w[2], w[3]) if rnn.bias else (None, None)
+                gx = F.linear(x, w[0], b_ih + b_hh if lstm and rnn.bias else b_ih)
+                h, c = _cell_from_projection(gx, state[0][layer] if lstm else state[layer],
+                                             state[1][layer] if lstm else None, w[1], b_hh, lstm)
+                if lstm:
+                    cs.append(c)
             elif lstm:
                 h, c = torch.lstm_cell(x, (state[0][layer], state[1][layer]), *w)
                 cs.append(c)
@@ -285,7 +322,7 @@ def _cell_from_projection(gx: torch.Tensor, h: torch.Tensor, c: torch.Tensor | N
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         return torch.sigmoid(o) * torch.tanh(c), c
     x_r, x_z, x_n = gx.chunk(3, 1)
-    h_r, h_z, h_n = (hh(h) if hh is not None else torch.addmm(b_hh, h, w_hh.t())).chunk(3, 1)
+    h_r, h_z, h_n = (hh(h) if hh is not None else F.linear(h, w_hh, b_hh)).chunk(3, 1)
     r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
     n = torch.tanh(x_n + r * h_n)
     return n + z * (h - n), None
