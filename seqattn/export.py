@@ -202,11 +202,10 @@ def export(model: Seq2Seq, tokenizer_files: list[Path], out: Path, max_len: int,
     stopping: the beam search's stopping rule the runtime uses by default (the model's decode section);
     shortlist: the model's shortlist.npz, for step_shortlist.onnx (decoding with a shortlist).
     quantize="int8": after the float32 export has passed its check, ONNX Runtime's dynamic quantization
-    stores the weights of the matrix products and LSTMs (not GRUs) as int8: about a quarter of the size and
-    4x faster one sentence at a time on Multi30k; outputs no longer equal PyTorch's float32 ones (max_diff
-    says by how much)."""
-    import onnx
-
+    stores the weights of the matrix products (and the input table, the encoder's LSTMs) as int8: about a
+    quarter of the size; outputs no longer equal PyTorch's float32 ones (max_diff says by how much)."""
+    if quantize not in (None, "int8"):
+        raise SeqattnError(f"unknown quantization {quantize!r} (int8 is the one there is)")
     model = model.float().cpu().eval()
     if shortlist is not None:
         try:
@@ -218,6 +217,29 @@ def export(model: Seq2Seq, tokenizer_files: list[Path], out: Path, max_len: int,
     for stale in ("step_shortlist.onnx", "shortlist.npz"):   # an earlier export's, into the same directory
         (out / stale).unlink(missing_ok=True)
     io = _Interface.of(model)
+    graphs = _graphs(model, io, shortlist is not None)
+    _trace(graphs, out)
+    for f in tokenizer_files + ([shortlist] if shortlist is not None else []):
+        shutil.copyfile(f, out / ("shortlist.npz" if f is shortlist else f.name))
+    meta = {"format": FORMAT, "version": VERSION, "rnn": model.cfg.rnn, "layers": model.cfg.layers,
+            "attention": model.cfg.attention, "input_feeding": model.cfg.input_feeding,
+            "dec_hidden_size": model.decoder.hidden_size, "src_vocab": model.encoder.embed.num_embeddings,
+            "tgt_vocab": model.decoder.out.out_features, "max_len": max_len, "max_output_ratio": max_output_ratio,
+            "stopping": stopping.mode, "patience": stopping.patience, "src_lang": langs[0], "tgt_lang": langs[1],
+            "tokenizers": [f.name for f in tokenizer_files], "encoder_outputs": io.encoder_outputs(),
+            "step_inputs": io.step_inputs(), "step_outputs": io.step_outputs(),
+            "shortlist": None if shortlist is None else "shortlist.npz", "quantize": quantize}
+    diff = check(model, out)
+    if quantize == "int8":
+        _quantize_int8(out, [name for name, *_ in graphs])
+        diff = check(model, out, tolerance=float("inf"))
+    atomic_write(out / "seqattn.json", lambda f: f.write(json.dumps(meta, indent=1).encode("utf-8")))
+    return {**meta, "max_diff": diff}
+
+
+def _graphs(model: Seq2Seq, io: _Interface, shortlisted: bool) -> list[tuple]:
+    """Return each graph to trace: (file name, module, sample arguments, input names, output names, dynamic
+    axes)."""
     enc_args, x = _sample_inputs(model, io, [5, 3], beams=2)
     steps_in = io.step_inputs()
     dynamic_enc = {"src": {0: "batch", 1: "src_len"}, "src_len": {0: "batch"}, "memory": {0: "batch", 1: "src_len"},
@@ -232,11 +254,19 @@ def export(model: Seq2Seq, tokenizer_files: list[Path], out: Path, max_len: int,
                dynamic_enc),
               ("step.onnx", _Step(model, io).eval(), tuple(x[n] for n in steps_in), steps_in, io.step_outputs(),
                dynamic_step)]
-    if shortlist is not None:
+    if shortlisted:
         short_in = steps_in + ["vocab"]
         graphs.append(("step_shortlist.onnx", _Step(model, io, shortlisted=True).eval(), tuple(x[n] for n in short_in),
                        short_in, io.step_outputs(),
                        {**dynamic_step, "vocab": {0: "shortlist"}, "logp": {0: "rows", 1: "shortlist"}}))
+    return graphs
+
+
+def _trace(graphs: list[tuple], out: Path) -> None:
+    """Trace each graph into out (through a temporary file, checked by onnx.checker before it takes the
+    name); a model whose code the tracer cannot export is a one-line error."""
+    import onnx
+
     with warnings.catch_warnings(), _quiet_native_output():   # the TorchScript exporter warns it is not the default
         warnings.simplefilter("ignore")
         for name, module, args, ins, outs, dyn in graphs:
@@ -251,39 +281,27 @@ def export(model: Seq2Seq, tokenizer_files: list[Path], out: Path, max_len: int,
                 raise SeqattnError(f"cannot export this model's {name[:-5]} to ONNX: {first[:200]}") from None
             onnx.checker.check_model(str(tmp), full_check=True)
             tmp.replace(out / name)
-    for f in tokenizer_files + ([shortlist] if shortlist is not None else []):
-        shutil.copyfile(f, out / ("shortlist.npz" if f is shortlist else f.name))
-    meta = {"format": FORMAT, "version": VERSION, "rnn": model.cfg.rnn, "layers": model.cfg.layers,
-            "attention": model.cfg.attention, "input_feeding": model.cfg.input_feeding,
-            "dec_hidden_size": model.decoder.hidden_size, "src_vocab": model.encoder.embed.num_embeddings,
-            "tgt_vocab": model.decoder.out.out_features, "max_len": max_len, "max_output_ratio": max_output_ratio,
-            "stopping": stopping.mode, "patience": stopping.patience, "src_lang": langs[0], "tgt_lang": langs[1],
-            "tokenizers": [f.name for f in tokenizer_files], "encoder_outputs": io.encoder_outputs(),
-            "step_inputs": steps_in, "step_outputs": io.step_outputs(),
-            "shortlist": None if shortlist is None else "shortlist.npz"}
-    diff = check(model, out)
-    if quantize == "int8":
-        import logging
 
-        from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(logging.ERROR)   # the quantizer logs advice on image models' pre-processing
-        try:
-            for name, *_ in graphs:
-                tmp = out / f".{name}.int8.tmp"
-                quantize_dynamic(str(out / name), str(tmp), weight_type=QuantType.QInt8,
-                                 nodes_to_exclude=_shortlist_nodes(onnx.load(str(out / name)).graph))
-                tmp.replace(out / name)
-        finally:
-            root.setLevel(level)
-        diff = check(model, out, tolerance=float("inf"))
-    elif quantize is not None:
-        raise SeqattnError(f"unknown quantization {quantize!r} (int8 is the one there is)")
-    meta["quantize"] = quantize
-    atomic_write(out / "seqattn.json", lambda f: f.write(json.dumps(meta, indent=1).encode("utf-8")))
-    return {**meta, "max_diff": diff}
+def _quantize_int8(out: Path, names: list[str]) -> None:
+    """Replace the graphs `names` in out by ONNX Runtime's dynamic int8 quantization of their weights (the
+    shortlist's gathered output rows excepted: `_shortlist_nodes`)."""
+    import logging
+
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)   # the quantizer logs advice on image models' pre-processing
+    try:
+        for name in names:
+            tmp = out / f".{name}.int8.tmp"
+            quantize_dynamic(str(out / name), str(tmp), weight_type=QuantType.QInt8,
+                             nodes_to_exclude=_shortlist_nodes(onnx.load(str(out / name)).graph))
+            tmp.replace(out / name)
+    finally:
+        root.setLevel(level)
 
 
 def _shortlist_nodes(graph) -> list[str]:
