@@ -40,6 +40,7 @@ from torch import nn
 
 from seqattn_runtime.rules import EXACT, Stopping
 from seqattn_runtime.shortlist import SPECIALS, Shortlist
+from seqattn_runtime.translator import FORMAT, VERSION
 
 from .checkpoint import atomic_write
 from .data.batching import pad_sources
@@ -48,8 +49,6 @@ from .errors import SeqattnError
 from .fast.decoding import Decoding, Prepared
 from .model.seq2seq import Encoded, Seq2Seq
 
-FORMAT = "seqattn-onnx"
-VERSION = 1
 OPSET = 17
 TOLERANCE = 1e-4   # largest difference between ONNX Runtime's and PyTorch's outputs the export accepts
 

@@ -13,7 +13,7 @@ from .rules import EOS, PAD, UNK, Stopping, max_lengths
 from .search import Sampling, beam_search, choices, greedy
 from .shortlist import Shortlist, target_ids
 
-FORMAT, VERSION = "seqattn-onnx", 1
+FORMAT, VERSION = "seqattn-onnx", 2   # 2: the step may read the W_c split's context; version 1 exports still load
 REQUIRED = ("rnn", "input_feeding", "dec_hidden_size", "src_vocab", "tgt_vocab", "max_len", "max_output_ratio",
             "tokenizers", "encoder_outputs", "step_inputs", "step_outputs")
 
@@ -100,8 +100,9 @@ class Runtime:
             raise ExportError(f"{meta_path}: not found: {d} is not a seqattn export") from None
         except ValueError as e:
             raise ExportError(f"{meta_path}: not valid JSON ({e})") from None
-        if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-            raise ExportError(f"{meta_path}: not a {FORMAT} version {VERSION} export")
+        if meta.get("format") != FORMAT or meta.get("version") not in range(1, VERSION + 1):
+            raise ExportError(f"{meta_path}: not a {FORMAT} export of a version this seqattn_runtime reads "
+                              f"(1 to {VERSION}; it says {meta.get('format')!r} version {meta.get('version')!r})")
         missing = [k for k in REQUIRED if k not in meta]
         if missing:
             raise ExportError(f"{meta_path}: missing key {missing[0]!r}")

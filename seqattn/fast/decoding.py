@@ -166,7 +166,7 @@ class Decoding:
         self.fast_step = _step_is_stock(model)
         lstm = type(rnn) in LSTMS
         self.table = self.hh = self.context = self.combine = self.out = None
-        product = pack if packed else (lambda weight, bias=None: None)
+        product = pack if packed else (lambda weight, bias=None: None)   # None: the module's own product
         if self.fast_step:
             if not dec.input_feeding and rnn.bias and dec.embed.num_embeddings * rnn.weight_ih_l0.size(0) <= TABLE_MAX:
                 self.hh = product(gate_order(rnn.weight_hh_l0) if lstm else rnn.weight_hh_l0,
