@@ -14,6 +14,26 @@ from seqattn.fast.search import best_expansions, join, log_normaliser, put, row_
 from seqattn.search import beam_search, greedy, max_lengths, select
 
 
+class _Counted:
+    """steps (a model or its Decoding) whose `step` also appends the rows it decodes to `rows`."""
+
+    def __init__(self, steps):
+        self.inner, self.rows = steps, []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def step(self, y, *args, **kwargs):
+        self.rows.append(len(y))
+        return self.inner.step(y, *args, **kwargs)
+
+
+def counted(steps) -> tuple[_Counted, list[int]]:
+    """Return (steps counting its rows, the list of each step's rows)."""
+    wrapped = _Counted(steps)
+    return wrapped, wrapped.rows
+
+
 @pytest.mark.parametrize("att,feed,width,prep", [("dot", False, 0, False), ("general", True, 0, False),
                                                  ("dot", False, 7, True), ("general", True, 5, False),
                                                  ("dot", False, 1, True)])
@@ -22,12 +42,8 @@ def test_greedy_on_a_batch_equals_each_sentence_alone(att, feed, width, prep):
     encoded `width` at a time and of other lengths: nothing of the others may move with them."""
     model = random_model(att, feed)
     src, src_len, limit = sources(40, seed=5)
-    rows_per_step = []
-    steps = Decoding(model) if prep else model
-    real_step = steps.step
-    steps.step = lambda y, *a, **k: rows_per_step.append(len(y)) or real_step(y, *a, **k)
+    steps, rows_per_step = counted(Decoding(model) if prep else model)
     together = engine.greedy(steps, src, src_len, limit, width=width)
-    del steps.step
     if width:   # full steps of `width` rows until the last sentences joined
         assert max(rows_per_step) == width and rows_per_step[: len(rows_per_step) // 2].count(width) > 5
     assert len({len(h.ids) for h in together}) > 3             # they finish at many different steps
@@ -94,12 +110,8 @@ def test_beam_on_a_batch_equals_each_sentence_alone(att, feed, width, prep):
     hand their places to the next ones: every sentence must still decode as it does alone."""
     model = random_model(att, feed)
     src, src_len, limit = sources(30, seed=6)
-    rows_per_step = []
-    steps = Decoding(model) if prep else model
-    real_step = steps.step
-    steps.step = lambda y, *a, **kw: rows_per_step.append(len(y)) or real_step(y, *a, **kw)
+    steps, rows_per_step = counted(Decoding(model) if prep else model)
     together = engine.beam_search(steps, src, src_len, limit, beam=3, nbest=3, alpha=1.0, width=width)
-    del steps.step
     if width:
         assert max(rows_per_step) == 3 * width and rows_per_step[: len(rows_per_step) // 2].count(3 * width) > 5
     assert len({len(h.ids) for n in together for h in n}) > 3          # hypotheses end at many steps
