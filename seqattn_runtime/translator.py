@@ -124,7 +124,7 @@ class Runtime:
         if threads:
             options.intra_op_num_threads = threads
         # the search's numpy work runs between two steps on the same cores: workers that spin while they
-        # wait for the next step would take them from it (greedy at batch 64 runs 1.6x as fast without)
+        # wait for the next step would take them from it
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.sessions = {}
         self.shortlist: Shortlist | None = None   # the target pieces each source piece may bring (an export's)
