@@ -62,12 +62,12 @@ class _Interface:
     attends: bool      # the step returns attention weights: it reads memory, keys and mask
     lstm: bool         # the decoder state is (h, c), else h
     feeding: bool      # the step takes s~_{t-1} (input feeding)
-    arranged: Decoding | None = None   # the step as `Decoding(model, packed=False)`: None where it steps aside
+    arranged: Decoding   # the step as `Decoding(model, packed=False)` runs it (the model's own where it steps aside)
 
     @property
     def split(self) -> bool:
         """Whether the W_c split applies: the encoder also gives context = W_ca h_i, which the step reads."""
-        return self.arranged is not None and self.arranged.context is not None
+        return self.arranged.context is not None
 
     @classmethod
     @torch.no_grad()
@@ -76,9 +76,8 @@ class _Interface:
         enc = model.encode(src, src_len)
         feed = model.initial_feed(2, src.device)
         _, state, _, alpha = model.step(torch.full((2,), SOS), enc.state, enc, feed)
-        arranged = Decoding(model, packed=False)
         return cls(enc.keys is not None and enc.keys is not enc.memory, alpha is not None, isinstance(state, tuple),
-                   feed is not None, arranged if arranged.fast_step else None)
+                   feed is not None, Decoding(model, packed=False))
 
     def encoder_outputs(self) -> list[str]:
         return ["memory"] + (["keys"] if self.own_keys else []) + ["mask"] + (["context"] if self.split else []) \
@@ -100,7 +99,7 @@ class _Graph(nn.Module):
     def __init__(self, model: Seq2Seq, io: _Interface):
         super().__init__()
         self.model, self.io = model, io
-        for i, t in enumerate(io.arranged.derived() if io.arranged is not None else []):
+        for i, t in enumerate(io.arranged.derived()):
             self.register_buffer(f"derived_{i}", t)
 
 
@@ -133,11 +132,9 @@ class _Step(_Graph):
             keys = None
         group = x["y"].size(0) // memory.size(0)
         enc = Encoded(memory, keys, mask, None)
-        if self.io.arranged is None:
-            return _step_outputs(*self.model.step(x["y"], state, enc, x.get("feed"), group, x.get("vocab")))
         if self.io.split:
             enc = Prepared(enc, x["context"])
-        with torch.no_grad():
+        with torch.no_grad():   # Decoding runs its own step in inference only
             return _step_outputs(*self.io.arranged.step(x["y"], state, enc, x.get("feed"), group, x.get("vocab")))
 
 

@@ -242,8 +242,8 @@ def best_of(x: np.ndarray, m: int, chunk: int = 32) -> np.ndarray:
 
 
 def _first_m(x: np.ndarray, m: int, ranked: bool) -> np.ndarray:
-    """Return the positions of each row's m largest values (equal values: the first ones), ascending, or
-    (ranked) largest first, equal values in position order."""
+    """Return the positions (rows x m) of each row's m largest values in x (rows x columns, m <= columns;
+    equal values: the first ones), ascending, or (ranked) largest first, equal values in position order."""
     n, w = x.shape
     kth = np.partition(x, w - m, axis=1)[:, w - m : w - m + 1]   # the m-th largest value
     above = x > kth                                               # fewer than m

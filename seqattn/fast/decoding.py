@@ -90,13 +90,14 @@ class EncoderTables:
 
 
 class Product:
-    """x W^T + b, or x W^T + b + add: `onednn.PackedLinear`'s interface as plain operations (what runs where
-    packing does not, and what an export traces)."""
+    """x W^T + b, or x W^T + b + add: `onednn.PackedLinear`'s interface as plain operations (what an export
+    traces); weight: out x in, bias: out."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None):
         self.weight, self.bias = weight.detach().contiguous(), None if bias is None else bias.detach()
 
     def __call__(self, x: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
+        """Return x W^T + b (... x out) for x (... x in), plus add (... x out) when given."""
         y = F.linear(x, self.weight, self.bias)
         return y if add is None else y + add
 
