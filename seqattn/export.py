@@ -225,10 +225,10 @@ def export(model: Seq2Seq, tokenizer_files: list[Path], out: Path, max_len: int,
             "tokenizers": [f.name for f in tokenizer_files], "encoder_outputs": io.encoder_outputs(),
             "step_inputs": io.step_inputs(), "step_outputs": io.step_outputs(),
             "shortlist": None if shortlist is None else "shortlist.npz", "quantize": quantize}
-    diff = check(model, out)
+    diff = check(model, out, io)
     if quantize == "int8":
         _quantize_int8(out, [name for name, *_ in graphs])
-        diff = check(model, out, tolerance=float("inf"))
+        diff = check(model, out, io, tolerance=float("inf"))
     atomic_write(out / "seqattn.json", lambda f: f.write(json.dumps(meta, indent=1).encode("utf-8")))
     return {**meta, "max_diff": diff}
 
@@ -334,14 +334,14 @@ def tokenizer_files(model_dir: Path) -> list[Path]:
 
 
 @torch.no_grad()
-def check(model: Seq2Seq, out: Path, tolerance: float = TOLERANCE) -> float:
-    """Return the largest difference between ONNX Runtime's outputs of the exported graphs and the model's
-    own `encode` and `step` on sources other than the export's (other batch, lengths and beams; the step
-    always given the real source, whether or not the export passes it); raise SeqattnError above
-    tolerance, or when an output has another shape or is not finite: the graphs do not compute the model."""
+def check(model: Seq2Seq, out: Path, io: _Interface, tolerance: float = TOLERANCE) -> float:
+    """Return the largest difference between ONNX Runtime's outputs of the exported graphs (io: what they read
+    and give, `_Interface.of(model)`) and the model's own `encode` and `step` on sources other than the
+    export's (other batch, lengths and beams; the step always given the real source, whether or not the
+    export passes it); raise SeqattnError above tolerance, or when an output has another shape or is not
+    finite: the graphs do not compute the model."""
     import onnxruntime as ort
 
-    io = _Interface.of(model)
     beams = 3
     enc_args, x = _sample_inputs(model, io, [7, 2, 4], beams=beams, seed=1)
     state = (x["h"], x["c"]) if io.lstm else x["h"]
