@@ -143,6 +143,13 @@ class Runtime:
         step_in = [i.name for i in self.sessions["step.onnx"].get_inputs()]
         if step_in != meta["step_inputs"]:
             raise ExportError(f"{d / 'step.onnx'}: inputs {step_in} do not match seqattn.json's {meta['step_inputs']}")
+        enc_out = [o.name for o in self.sessions["encoder.onnx"].get_outputs()]
+        if enc_out != meta["encoder_outputs"]:
+            raise ExportError(f"{d / 'encoder.onnx'}: outputs {enc_out} do not match seqattn.json's "
+                              f"{meta['encoder_outputs']}")
+        unmade = [k for k in ("memory", "keys", "context") if k in step_in and k not in enc_out]
+        if unmade:
+            raise ExportError(f"{d / 'step.onnx'}: reads {unmade[0]!r}, which encoder.onnx does not give")
         self.lstm, self.feeding = "c" in meta["step_inputs"], "feed" in meta["step_inputs"]
 
     def translate(self, lines: list[str], beam: int = 1, alpha: float = 1.0, batch_size: int = 64,

@@ -233,6 +233,8 @@ def test_a_broken_or_mismatched_export_is_a_one_line_error(tmp_path, exported):
                         "missing key 'rnn'"),
         "newer": (lambda d: (d / "seqattn.json").write_text(json.dumps({**meta, "version": 3})),
                   "it says .* version 3"),
+        "outputs": (lambda d: (d / "seqattn.json").write_text(json.dumps(
+            {**meta, "encoder_outputs": [o for o in meta["encoder_outputs"] if o != "context"]})), "encoder.onnx"),
         "no_tokenizer": (lambda d: (d / "spm.model").unlink(), "spm.model"),
         "view": (lambda d: (d / "tgt_pieces.txt").write_text("0\n1\n2\n3\n999999\n"), "tgt_pieces.txt:5"),
         "vocab": (lambda d: (d / "tgt_pieces.txt").write_text("0\n1\n2\n3\n"), "target tokenizer has 4 pieces"),
