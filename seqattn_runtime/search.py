@@ -221,24 +221,40 @@ def beam_search(steps: Steps, limits: np.ndarray, src_len: np.ndarray, beam: int
     return finished
 
 
-def best_of(x: np.ndarray, m: int, chunk: int = 32) -> np.ndarray:
+def best_of(x: np.ndarray, m: int, depth: int = 32) -> np.ndarray:
     """Return the columns of each row's m largest values (rows x m, m <= columns), largest first, equal
     values in column order: what a stable sort of each row gives, in a few passes over x.
 
-    The row's columns are cut in chunks of `chunk`; its m best values lie in its m best chunks, ranked
-    by their maxima (equal maxima: the first chunk first); only those chunks' values are then ranked."""
+    A row of w columns is read as depth rows of g = w // depth columns (and the last w % depth columns as
+    one more group): group j holds columns j, j + g, j + 2g, ..., and its maximum is taken across the
+    depth rows, a pass that runs along contiguous memory. The m best values lie in the m groups of the
+    largest maxima, whose values are then ranked. A row where a group left out ties with a chosen one at
+    the m-th largest maximum could lose a tied value of lower column there: that row (rare but for -inf
+    or repeated values) is ranked whole instead."""
     n, w = x.shape
-    if w <= 4 * m * chunk:
+    if w <= 4 * m * depth:
         return _first_m(x, m, ranked=True)
-    full = w - w % chunk
-    maxima = x[:, :full].reshape(n, -1, chunk).max(2)
-    if full < w:
+    g = w // depth
+    full = g * depth
+    maxima = x[:, :full].reshape(n, depth, g).max(1)                      # n x g
+    if full < w:                                                          # the last columns: group g
         maxima = np.concatenate([maxima, x[:, full:].max(1, keepdims=True)], 1)
-    cols = (_first_m(maxima, m, ranked=False)[:, :, None] * chunk + np.arange(chunk)).reshape(n, -1)
-    inside = cols < w
-    cols = np.where(inside, cols, 0)
-    vals = np.where(inside, np.take_along_axis(x, cols, 1), -np.inf)
-    return np.take_along_axis(cols, _first_m(vals, m, ranked=True), 1)
+    groups = _first_m(maxima, m, ranked=False)                            # n x m, ascending
+    kth = np.take_along_axis(maxima, groups, 1).min(1, keepdims=True)
+    unsure = np.count_nonzero(maxima >= kth, 1) > m
+    # the chosen groups' columns, ascending: the depth rows of the strided groups, then group g's columns
+    cols = (groups[:, None, :] + g * np.arange(depth)[:, None]).reshape(n, -1)
+    valid = np.tile(groups < g, depth)
+    if full < w:
+        cols = np.concatenate([cols, np.broadcast_to(full + np.arange(w - full), (n, w - full))], 1)
+        valid = np.concatenate([valid, np.repeat(groups[:, -1:] == g, w - full, 1)], 1)
+    cols = np.where(valid, cols, 0)
+    vals = np.where(valid, np.take_along_axis(x, cols, 1), -np.inf)
+    best = np.take_along_axis(cols, _first_m(vals, m, ranked=True), 1)
+    if unsure.any():
+        rows = np.flatnonzero(unsure)
+        best[rows] = _first_m(x[rows], m, ranked=True)
+    return best
 
 
 def _first_m(x: np.ndarray, m: int, ranked: bool) -> np.ndarray:

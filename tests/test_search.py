@@ -124,3 +124,23 @@ def test_best_of_is_a_stable_sorts_first_columns(chunk):
         assert np.array_equal(best_of(x, m, chunk), np.argsort(-x, axis=1, kind="stable")[:, :m])
     x = rng.standard_normal((4, 5000)).astype(np.float32)
     assert np.array_equal(best_of(x, 10), np.argsort(-x, axis=1, kind="stable")[:, :10])
+
+
+def test_best_of_groups_wide_rows_and_ranks_ties_in_column_order():
+    """Rows wider than 4 x m x depth go through the strided groups: with distinct values (no row falls back
+    to the whole-row ranking), with ties inside the m best, with a group left out tying a chosen one at the
+    boundary (a value of lower column must win), with -inf beams and with widths not a multiple of depth."""
+    from seqattn_runtime.search import best_of
+
+    rng = np.random.default_rng(7)
+    for w in (5 * 10 * 32, 40000, 8000 * 5 + 17, 2 * 4 * 32 + 3):
+        m = 10 if w > 2000 else 2
+        x = rng.standard_normal((6, w)).astype(np.float32)
+        x[1, rng.choice(w, 3 * m, replace=False)] = x[1].max() + 1.0           # ties among the best
+        cols = rng.choice(w, 2, replace=False)
+        x[2, cols] = np.sort(x[2])[-m]                                         # a tie at the m-th value
+        x[3, w // 5 :] = -np.inf                                               # beams that are not alive
+        x[4, :] = -np.inf
+        x[4, rng.choice(w, m // 2 + 1, replace=False)] = 0.5                   # fewer finite values than m
+        x[5, -1] = x[5].max() + 1.0                                            # the best in the last columns
+        assert np.array_equal(best_of(x, m), np.argsort(-x, axis=1, kind="stable")[:, :m]), w
