@@ -50,6 +50,7 @@ from .fast.decoding import Decoding, Prepared
 from .model.seq2seq import Encoded, Seq2Seq
 
 OPSET = 17
+RANK_INPUTS, RANK_OUTPUTS = ["top_k"], ["top_logp", "top_ids"]   # the step's TopK (`_add_ranking`)
 TOLERANCE = 1e-4   # largest difference between ONNX Runtime's and PyTorch's outputs the export accepts
 
 
@@ -215,6 +216,8 @@ def export(model: Seq2Seq, tokenizer_files: list[Path], out: Path, max_len: int,
     io = _Interface.of(model)
     graphs = _graphs(model, io, shortlist is not None)
     _trace(graphs, out)
+    for name, *_ in graphs[1:]:
+        _add_ranking(out / name)
     for f in tokenizer_files + ([shortlist] if shortlist is not None else []):
         shutil.copyfile(f, out / ("shortlist.npz" if f is shortlist else f.name))
     meta = {"format": FORMAT, "version": VERSION, "rnn": model.cfg.rnn, "layers": model.cfg.layers,
@@ -223,7 +226,7 @@ def export(model: Seq2Seq, tokenizer_files: list[Path], out: Path, max_len: int,
             "tgt_vocab": model.decoder.out.out_features, "max_len": max_len, "max_output_ratio": max_output_ratio,
             "stopping": stopping.mode, "patience": stopping.patience, "src_lang": langs[0], "tgt_lang": langs[1],
             "tokenizers": [f.name for f in tokenizer_files], "encoder_outputs": io.encoder_outputs(),
-            "step_inputs": io.step_inputs(), "step_outputs": io.step_outputs(),
+            "step_inputs": io.step_inputs() + RANK_INPUTS, "step_outputs": io.step_outputs() + RANK_OUTPUTS,
             "shortlist": None if shortlist is None else "shortlist.npz", "quantize": quantize}
     diff = check(model, out, io)
     if quantize == "int8":
@@ -277,6 +280,26 @@ def _trace(graphs: list[tuple], out: Path) -> None:
                 raise SeqattnError(f"cannot export this model's {name[:-5]} to ONNX: {first[:200]}") from None
             onnx.checker.check_model(str(tmp), full_check=True)
             tmp.replace(out / name)
+
+
+def _add_ranking(path: Path) -> None:
+    """Give the step graph at path a last input top_k (1 int64) and last outputs top_logp and top_ids (rows x
+    top_k): each row's top_k largest log-probabilities, largest first, equal values the lower id first (ONNX
+    TopK's order), and their ids, the candidates beam search needs, ranked by ONNX Runtime in the step."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    graph.input.append(helper.make_tensor_value_info("top_k", TensorProto.INT64, [1]))
+    graph.node.append(helper.make_node("TopK", ["logp", "top_k"], RANK_OUTPUTS, name="/rank/TopK", axis=-1,
+                                       largest=1, sorted=1))
+    graph.output.extend([helper.make_tensor_value_info("top_logp", TensorProto.FLOAT, ["rows", "top_k"]),
+                         helper.make_tensor_value_info("top_ids", TensorProto.INT64, ["rows", "top_k"])])
+    tmp = path.with_name(f".{path.name}.rank.tmp")
+    onnx.save(model, str(tmp))
+    onnx.checker.check_model(str(tmp), full_check=True)
+    tmp.replace(path)
 
 
 def _quantize_int8(out: Path, names: list[str]) -> None:
@@ -357,7 +380,13 @@ def check(model: Seq2Seq, out: Path, io: _Interface, tolerance: float = TOLERANC
     worst = 0.0
     for name, ins, args, want in graphs:
         sess = ort.InferenceSession(str(out / name), providers=["CPUExecutionProvider"])
-        got = sess.run(None, {n: a.numpy() for n, a in zip(ins, args)})
+        feeds = {n: a.numpy() for n, a in zip(ins, args)}
+        if name != "encoder.onnx":
+            got = sess.run(None, {**feeds, "top_k": np.array([beams], np.int64)})
+            _check_ranking(out / name, got[0], *got[-2:])
+            got = got[:-2]
+        else:
+            got = sess.run(None, feeds)
         if len(got) != len(want):
             raise SeqattnError(f"{out / name}: {len(got)} outputs where the model gives {len(want)}")
         for g, w in zip(got, want):
@@ -369,3 +398,11 @@ def check(model: Seq2Seq, out: Path, io: _Interface, tolerance: float = TOLERANC
         raise SeqattnError(f"{out}: the export's outputs differ from the model's by {worst:.2e} (> {tolerance:g}): "
                            f"its code does not trace faithfully to ONNX")
     return worst
+
+
+def _check_ranking(path: Path, logp: np.ndarray, values: np.ndarray, ids: np.ndarray) -> None:
+    """Raise SeqattnError unless (values, ids) are each row of logp's largest values and their ids as a stable
+    sort ranks them (equal values: the lower id first), the order beam search relies on."""
+    want = np.argsort(-logp, axis=1, kind="stable")[:, : ids.shape[1]]
+    if not (np.array_equal(ids, want) and np.array_equal(values, np.take_along_axis(logp, want, 1))):
+        raise SeqattnError(f"{path}: the step's top_ids are not each row's best log-probabilities in order")

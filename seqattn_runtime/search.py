@@ -50,6 +50,10 @@ class Steps(Protocol):
         float32 or None) of one step. y: the previous id of each row; the rows are len(sents) groups of
         len(y) // len(sents) consecutive rows, group g decoding sentence sents[g]."""
 
+    # Optional, for beam search: step_ranked(y, state, feed, sents, m) returns step's four results and
+    # (values, ids), each row's m largest log-probabilities (rows x m, largest first, equal values: the
+    # lower id first) and their ids, computed with the step; or None in their place where it cannot.
+
 
 @dataclass
 class Sampling:
@@ -166,16 +170,25 @@ def beam_search(steps: Steps, limits: np.ndarray, src_len: np.ndarray, beam: int
             att = None if att_hist is None else att_hist[row, :length, : src_len[sent]].copy()
             keep(finished[sent], Hypothesis(history[row].tolist(), score, att, ended_here), nbest)
 
+    ranked = getattr(steps, "step_ranked", None)
     t = 0
     while len(sents):
         n = len(sents)
-        logp, state, feed, alpha_t = steps.step(y, state, feed, sents)
-        logp = force(logp, forced_ids(prefixes, sents, t), k)
+        if ranked is None:
+            (logp, state, feed, alpha_t), rows_best = steps.step(y, state, feed, sents), None
+        else:
+            logp, state, feed, alpha_t, rows_best = ranked(y, state, feed, sents, 2 * k + 1)
+        forced = forced_ids(prefixes, sents, t)
+        logp = force(logp, forced, k)
         v = logp.shape[1]
         # each sentence's 2k best continuations (at most k of them end in <eos>), best first
-        cand = (logp + scores.reshape(-1, 1)).reshape(n, k * v)
-        top = best_of(cand, 2 * k)
-        top_scores = np.take_along_axis(cand, top, 1)
+        best = None if rows_best is None or forced is not None else merge_ranked(*rows_best, scores, v, 2 * k)
+        if best is None:
+            cand = (logp + scores.reshape(-1, 1)).reshape(n, k * v)
+            top = best_of(cand, 2 * k)
+            top_scores = np.take_along_axis(cand, top, 1)
+        else:
+            top, top_scores = best
         top_beam, top_tok = top // v, top % v
         if attention and alpha_t is not None:
             step_att = alpha_t[:, None, :]
@@ -219,6 +232,32 @@ def beam_search(steps: Steps, limits: np.ndarray, src_len: np.ndarray, beam: int
             covered = None if covered is None else covered[rows]
             state, feed = steps.take(state, feed, rows)
     return finished
+
+
+def merge_ranked(values: np.ndarray, ids: np.ndarray, scores: np.ndarray, v: int, m: int) -> tuple | None:
+    """Return (columns, candidate scores), n x m: each sentence's m best of its k x V candidates (column
+    beam * V + id, score scores[beam] + log p), as `best_of` ranks them (largest first, equal scores in
+    column order), from each row's m + 1 best log-probabilities (values, ids: n k x (m + 1), ranked as
+    `Steps.step_ranked` gives them); None where that cannot be sure of it.
+
+    A candidate among its sentence's m best has fewer than m before it, so fewer than m of its own row's:
+    it is among that row's m best by score, which are the row's m best log-probabilities unless the
+    float32 sum rounds the m-th and the (m + 1)-th to the same score. None where that happens in a row
+    that could still reach the sentence's m best, or where a sentence has fewer than m finite candidates
+    (a -inf candidate of the stable sort need not be among those taken)."""
+    n, k = scores.shape
+    sums = values + scores.reshape(-1, 1)                        # the float32 sums the full search forms
+    cand = sums[:, :m].reshape(n, k * m)
+    cols = (ids[:, :m].reshape(n, k, m) + (np.arange(k) * v)[:, None]).reshape(n, k * m)
+    order = np.argsort(cols, axis=1, kind="stable")             # column order, so that ties rank by it
+    cols, cand = np.take_along_axis(cols, order, 1), np.take_along_axis(cand, order, 1)
+    pick = _first_m(cand, m, ranked=True)
+    top, top_scores = np.take_along_axis(cols, pick, 1), np.take_along_axis(cand, pick, 1)
+    last = top_scores[:, -1:]
+    if not np.isfinite(last).all():
+        return None
+    merged = (sums[:, m - 1] == sums[:, m]).reshape(n, k) & (sums[:, m - 1].reshape(n, k) >= last)
+    return None if merged.any() else (top, top_scores)
 
 
 def best_of(x: np.ndarray, m: int, depth: int = 32) -> np.ndarray:

@@ -13,7 +13,8 @@ from .rules import EOS, PAD, UNK, Stopping, max_lengths
 from .search import Sampling, beam_search, choices, greedy
 from .shortlist import Shortlist, target_ids
 
-FORMAT, VERSION = "seqattn-onnx", 2   # 2: the step may read the W_c split's context; version 1 exports still load
+FORMAT, VERSION = "seqattn-onnx", 3   # 2: the step may read the W_c split's context; 3: the step ranks each row's
+#                                       top_k best ids (TopK); exports of versions 1 and 2 still load
 REQUIRED = ("rnn", "input_feeding", "dec_hidden_size", "src_vocab", "tgt_vocab", "max_len", "max_output_ratio",
             "tokenizers", "encoder_outputs", "step_inputs", "step_outputs")
 
@@ -253,6 +254,7 @@ class _ExportSteps:
         self.session = runtime.sessions["step.onnx" if vocab is None else "step_shortlist.onnx"]
         self.outputs, self.vocab = meta["step_outputs"], vocab
         self.lstm, self.feeding, self.hidden = runtime.lstm, runtime.feeding, meta["dec_hidden_size"]
+        self.ranks, self.size = "top_k" in meta["step_inputs"], meta["tgt_vocab"]
         self.state = [outs["h0"]] + ([outs["c0"]] if self.lstm else [])
         if "mask" not in outs:                        # exports of seqattn before the mask was an output
             outs["mask"] = src != PAD
@@ -269,6 +271,11 @@ class _ExportSteps:
         return [s[:, rows] for s in state], None if feed is None else feed[rows]
 
     def step(self, y: np.ndarray, state, feed, sents: np.ndarray):
+        return self.step_ranked(y, state, feed, sents, 0)[:4]
+
+    def step_ranked(self, y: np.ndarray, state, feed, sents: np.ndarray, m: int):
+        """`search.Steps.step`, and each row's m best log-probabilities and their ids from the step graph's
+        TopK (exports of version 3 on), or None (m 0, an earlier export, m above the vocabulary)."""
         if not np.array_equal(sents, self.sents):     # sentences have finished: their rows leave
             self.rows, self.sents = {k: v[sents] for k, v in self.source.items()}, sents
         x = {"y": y, "h": state[0], **self.rows}
@@ -278,6 +285,10 @@ class _ExportSteps:
             x["c"] = state[1]
         if feed is not None:
             x["feed"] = feed
+        ranks = self.ranks and 0 < m <= (self.size if self.vocab is None else len(self.vocab))
+        if self.ranks:
+            x["top_k"] = np.array([m if ranks else 1], np.int64)
         got = dict(zip(self.outputs, self.session.run(None, x)))
         new_state = [got["h_out"]] + ([got["c_out"]] if self.lstm else [])
-        return got["logp"], new_state, got["s_tilde"] if self.feeding else None, got.get("alpha")
+        return (got["logp"], new_state, got["s_tilde"] if self.feeding else None, got.get("alpha"),
+                (got["top_logp"], got["top_ids"]) if ranks else None)

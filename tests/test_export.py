@@ -15,6 +15,7 @@ from seqattn.train import Trainer
 from seqattn.translator import SearchOptions, Translator
 from seqattn_runtime import ExportError, Runtime
 from seqattn_runtime.search import Sampling
+from seqattn_runtime.translator import VERSION
 
 ARCHITECTURES = {
     "lstm-dot": {},
@@ -86,6 +87,53 @@ def test_the_step_graph_is_the_arranged_step(exported):
     assert not ops & {"LSTM", "GRU", "RNN"} and {"Gemm", "Sigmoid", "Tanh"} <= ops
     attends = meta["attention"] != "none"
     assert ("context" in meta["encoder_outputs"]) == ("context" in meta["step_inputs"]) == attends
+
+
+@EVERY
+def test_beam_search_takes_the_step_graphs_ranking_and_finds_what_the_full_ranking_finds(exported, tmp_path,
+                                                                                       monkeypatch):
+    """The step graph ranks each row's best ids (TopK); beam search builds its candidates from them and finds
+    the same n-best lists, scores included, as from the full log-probabilities, which an export of version 2
+    (no ranking: the graph without it) still decodes with."""
+    import shutil
+
+    import onnx
+
+    from seqattn_runtime import search
+
+    _, runtime, pairs, tmp, meta = exported
+    lines = [s for s, _ in pairs[:16]]
+    merged = []
+    merge = search.merge_ranked
+    monkeypatch.setattr(search, "merge_ranked", lambda *a: merged.append(merge(*a)) or merged[-1])
+    ranked = runtime.translate_n(lines, 3, 3, 1.0, batch_size=6)
+    assert merged and sum(m is not None for m in merged) > len(merged) / 2
+    old = tmp_path / "v2"
+    shutil.copytree(tmp / "export", old)
+    graph = onnx.load(str(old / "step.onnx"))
+    for part, keep in ((graph.graph.node, lambda x: x.op_type != "TopK"), (graph.graph.input, lambda x: x.name != "top_k"),
+                       (graph.graph.output, lambda x: x.name not in ("top_logp", "top_ids"))):
+        kept = [x for x in part if keep(x)]
+        del part[:]
+        part.extend(kept)
+    onnx.save(graph, str(old / "step.onnx"))
+    (old / "seqattn.json").write_text(json.dumps({**meta, "version": 2, "step_inputs": meta["step_inputs"][:-1],
+                                                  "step_outputs": meta["step_outputs"][:-2]}))
+    merged.clear()
+    full = Runtime(old).translate_n(lines, 3, 3, 1.0, batch_size=6)
+    assert not merged
+    assert [[(t.text, t.score) for t in n] for n in full] == [[(t.text, t.score) for t in n] for n in ranked]
+
+
+def test_the_export_check_refuses_a_ranking_out_of_order(tmp_path):
+    """The export's check holds the step's TopK to a stable sort of its own log-probabilities."""
+    from seqattn.errors import SeqattnError
+    from seqattn.export import _check_ranking
+
+    logp = np.array([[-1.0, -0.5, -0.5, -2.0]], np.float32)
+    _check_ranking(tmp_path, logp, np.array([[-0.5, -0.5]], np.float32), np.array([[1, 2]]))
+    with pytest.raises(SeqattnError, match="top_ids"):
+        _check_ranking(tmp_path, logp, np.array([[-0.5, -0.5]], np.float32), np.array([[2, 1]]))
 
 
 @EVERY
@@ -231,8 +279,8 @@ def test_a_broken_or_mismatched_export_is_a_one_line_error(tmp_path, exported):
         "other_format": (lambda d: (d / "seqattn.json").write_text('{"format": "x"}'), "seqattn.json"),
         "missing_key": (lambda d: (d / "seqattn.json").write_text('{"format": "seqattn-onnx", "version": 1}'),
                         "missing key 'rnn'"),
-        "newer": (lambda d: (d / "seqattn.json").write_text(json.dumps({**meta, "version": 3})),
-                  "it says .* version 3"),
+        "newer": (lambda d: (d / "seqattn.json").write_text(json.dumps({**meta, "version": VERSION + 1})),
+                  f"it says .* version {VERSION + 1}"),
         "outputs": (lambda d: (d / "seqattn.json").write_text(json.dumps(
             {**meta, "encoder_outputs": [o for o in meta["encoder_outputs"] if o != "context"]})), "encoder.onnx"),
         "no_tokenizer": (lambda d: (d / "spm.model").unlink(), "spm.model"),

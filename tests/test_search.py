@@ -144,3 +144,40 @@ def test_best_of_groups_wide_rows_and_ranks_ties_in_column_order():
         x[4, rng.choice(w, m // 2 + 1, replace=False)] = 0.5                   # fewer finite values than m
         x[5, -1] = x[5].max() + 1.0                                            # the best in the last columns
         assert np.array_equal(best_of(x, m), np.argsort(-x, axis=1, kind="stable")[:, :m]), w
+
+
+def _row_ranks(logp: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's m best log-probabilities and their ids as `Steps.step_ranked` gives them (a stable sort's)."""
+    ids = np.argsort(-logp, axis=1, kind="stable")[:, :m]
+    return np.take_along_axis(logp, ids, 1), ids
+
+
+def test_merge_ranked_gives_best_ofs_candidates_or_steps_aside():
+    """From each row's 2k + 1 best, the merge finds each sentence's 2k best of all k x V candidates exactly as
+    best_of over the full sums does (ties in column order, beams that are not alive), and returns None, for
+    the full ranking, where the float32 sums merge the 2k-th and next value of a row or too few are finite."""
+    from seqattn_runtime.search import best_of, merge_ranked
+
+    rng = np.random.default_rng(3)
+    merged = 0
+    for _ in range(300):
+        n, k, v = int(rng.integers(1, 5)), int(rng.integers(1, 5)), int(rng.integers(12, 60))
+        m = 2 * k
+        logp = (rng.standard_normal((n * k, v)) * rng.choice([1.0, 0.01])).astype(np.float32)
+        if rng.random() < 0.5:
+            logp = np.round(logp, 1)                                               # ties within rows
+        scores = (rng.standard_normal((n, k)) * rng.choice([1.0, 100.0])).astype(np.float32)
+        scores[rng.random((n, k)) < 0.3] = -np.inf
+        scores[:, 0] = np.where(np.isfinite(scores[:, 0]), scores[:, 0], 0.0)
+        cand = (logp + scores.reshape(-1, 1)).reshape(n, k * v)
+        want = best_of(cand, m)
+        got = merge_ranked(*_row_ranks(logp, m + 1), scores, v, m)
+        if got is not None:
+            merged += 1
+            assert np.array_equal(got[0], want) and np.array_equal(got[1], np.take_along_axis(cand, want, 1))
+    assert merged > 150
+    # a row whose sums round together: its best log-probabilities are not its best candidates in column order
+    logp = np.array([[-0.003, -0.002, -0.001, 0.0]], np.float32)
+    scores = np.array([[-1e6]], np.float32)
+    assert merge_ranked(*_row_ranks(logp, 3), scores, 4, 2) is None
+    assert best_of(logp + scores, 2).tolist() == [[0, 1]]
