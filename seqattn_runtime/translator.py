@@ -287,7 +287,7 @@ class _ExportSteps:
             x["feed"] = feed
         ranks = self.ranks and 0 < m <= (self.size if self.vocab is None else len(self.vocab))
         if self.ranks:
-            x["top_k"] = np.array([m if ranks else 1], np.int64)
+            x["top_k"] = np.array([m if ranks else 0], np.int64)   # 0: ONNX Runtime skips the ranking
         got = dict(zip(self.outputs, self.session.run(None, x)))
         new_state = [got["h_out"]] + ([got["c_out"]] if self.lstm else [])
         return (got["logp"], new_state, got["s_tilde"] if self.feeding else None, got.get("alpha"),
