@@ -11,7 +11,9 @@ steps aside). The export directory holds:
 - step.onnx: y (rows, the previous ids), h (and c), feed (rows x dec_hidden, input feeding only), memory,
   keys, mask (batch x src_len bool, True at real tokens), context -> logp (rows x tgt_vocab log-probabilities),
   the new h (and c), s~ (rows x dec_hidden, fed back with input feeding), alpha (rows x src_len); the
-  rows of a sentence's beams share its batch row of memory (rows = batch x beams, consecutive).
+  rows of a sentence's beams share its batch row of memory (rows = batch x beams, consecutive). Last, top_k
+  (1 id count; 0: none) -> top_logp, top_ids (rows x top_k): each row's best log-probabilities and their
+  ids, ranked by ONNX TopK (`_add_ranking`), from which beam search takes its candidates.
 - with a shortlist (`seqattn export --shortlist`): step_shortlist.onnx, the same step with one more input,
   vocab (V' ascending target ids, the specials first: `Shortlist.vocab`), whose logp (rows x V') covers
   those ids only, and the model's shortlist.npz beside it.
