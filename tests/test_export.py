@@ -111,7 +111,8 @@ def test_beam_search_takes_the_step_graphs_ranking_and_finds_what_the_full_ranki
     old = tmp_path / "v2"
     shutil.copytree(tmp / "export", old)
     graph = onnx.load(str(old / "step.onnx"))
-    for part, keep in ((graph.graph.node, lambda x: x.op_type != "TopK"), (graph.graph.input, lambda x: x.name != "top_k"),
+    for part, keep in ((graph.graph.node, lambda x: x.op_type != "TopK"),
+                       (graph.graph.input, lambda x: x.name != "top_k"),
                        (graph.graph.output, lambda x: x.name not in ("top_logp", "top_ids"))):
         kept = [x for x in part if keep(x)]
         del part[:]
