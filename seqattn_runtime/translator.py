@@ -148,10 +148,15 @@ class Runtime:
         if enc_out != meta["encoder_outputs"]:
             raise ExportError(f"{d / 'encoder.onnx'}: outputs {enc_out} do not match seqattn.json's "
                               f"{meta['encoder_outputs']}")
+        step_out = [o.name for o in self.sessions["step.onnx"].get_outputs()]
+        if step_out != meta["step_outputs"]:
+            raise ExportError(f"{d / 'step.onnx'}: outputs {step_out} do not match seqattn.json's "
+                              f"{meta['step_outputs']}")
         unmade = [k for k in ("memory", "keys", "context") if k in step_in and k not in enc_out]
         if unmade:
             raise ExportError(f"{d / 'step.onnx'}: reads {unmade[0]!r}, which encoder.onnx does not give")
         self.lstm, self.feeding = "c" in meta["step_inputs"], "feed" in meta["step_inputs"]
+        self.ranks = "top_k" in meta["step_inputs"]   # the step ranks each row's best ids (version 3 on)
 
     def translate(self, lines: list[str], beam: int = 1, alpha: float = 1.0, batch_size: int = 64,
                   attention: bool = False, sampling: Sampling | None = None,
@@ -254,7 +259,7 @@ class _ExportSteps:
         self.session = runtime.sessions["step.onnx" if vocab is None else "step_shortlist.onnx"]
         self.outputs, self.vocab = meta["step_outputs"], vocab
         self.lstm, self.feeding, self.hidden = runtime.lstm, runtime.feeding, meta["dec_hidden_size"]
-        self.ranks, self.size = "top_k" in meta["step_inputs"], meta["tgt_vocab"]
+        self.ranks, self.size = runtime.ranks, meta["tgt_vocab"]
         self.state = [outs["h0"]] + ([outs["c0"]] if self.lstm else [])
         if "mask" not in outs:                        # exports of seqattn before the mask was an output
             outs["mask"] = src != PAD

@@ -284,6 +284,8 @@ def test_a_broken_or_mismatched_export_is_a_one_line_error(tmp_path, exported):
                   f"it says .* version {VERSION + 1}"),
         "outputs": (lambda d: (d / "seqattn.json").write_text(json.dumps(
             {**meta, "encoder_outputs": [o for o in meta["encoder_outputs"] if o != "context"]})), "encoder.onnx"),
+        "step_outputs": (lambda d: (d / "seqattn.json").write_text(json.dumps(
+            {**meta, "step_outputs": meta["step_outputs"][:-1]})), "step.onnx: outputs"),
         "no_tokenizer": (lambda d: (d / "spm.model").unlink(), "spm.model"),
         "view": (lambda d: (d / "tgt_pieces.txt").write_text("0\n1\n2\n3\n999999\n"), "tgt_pieces.txt:5"),
         "vocab": (lambda d: (d / "tgt_pieces.txt").write_text("0\n1\n2\n3\n"), "target tokenizer has 4 pieces"),
