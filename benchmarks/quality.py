@@ -4,7 +4,8 @@ greedy and beam 5) and on validation (greedy BLEU, the figure settings are chose
 
 usage: python benchmarks/quality.py --direction de-en [--runs recipe,sr,short,short2] [--skip-train]
                                     [--out runs/quality] [--sr-alpha 0.1] [--sr-steps 5000]
-                                    [--short-steps 2500] [--third-minutes 19.5] [--cap-minutes M]
+                                    [--short-steps 2500] [--third-minutes 19.5 | --third-steps N]
+                                    [--cap-minutes M]
 
 Runs (each trained alone on the machine, so that its minutes mean something):
   recipe  examples/multi30k.yaml (de-en) or examples/multi30k-<direction>.yaml, as it is
@@ -13,7 +14,9 @@ Runs (each trained alone on the machine, so that its minutes mean something):
   short2  the same with train.seed 2: the second member
   third, third2, third3
           the recipe with --third-minutes of training each (its cosine ends at that time, whatever the
-          machine's speed), seeds 1234, 2 and 3: three members that together fit in one hour
+          machine's speed), seeds 1234, 2 and 3: three members that together fit in one hour; with
+          --third-steps N each trains N steps instead (its cosine ends there), so that the members are
+          the same models on a slower machine (2,500 steps: about the minutes' count on an idle one)
 Rows (scored from whichever runs exist):
   recipe          best.pt of the recipe run
   + averaging     what `translate` uses after the recipe run: averaged.pt when it beat best.pt on validation
@@ -51,7 +54,7 @@ def recipe_path(direction: str) -> Path:
 
 
 def run_config(direction: str, run: str, out: Path, sr_alpha: float, sr_steps: int, short_steps: int,
-               third_minutes: float, data: Path, cap_minutes: float | None = None) -> Path:
+               third_minutes: float, data: Path, cap_minutes: float | None = None, third_steps: int = 0) -> Path:
     """Write run's config (the recipe, changed as the run says, reading its files from data) into
     out/run.yaml; return its path."""
     from multi30k import reading_from
@@ -64,12 +67,14 @@ def run_config(direction: str, run: str, out: Path, sr_alpha: float, sr_steps: i
     cfg.train = dataclasses.replace(cfg.train, seed=SEEDS.get(run, cfg.train.seed))
     if run.startswith("short"):
         cfg.train = dataclasses.replace(cfg.train, max_steps=short_steps)
+    elif run.startswith("third") and third_steps:
+        cfg.train = dataclasses.replace(cfg.train, max_steps=third_steps)
     elif run.startswith("third"):
         cfg.train = dataclasses.replace(cfg.train, max_steps=0, max_minutes=third_minutes, decay_over="minutes")
     elif run == "sr":
         cfg.data = dataclasses.replace(cfg.data, sample_alpha=sr_alpha, sample_nbest=64)
         cfg.train = dataclasses.replace(cfg.train, max_steps=sr_steps)
-    if cap_minutes is not None and not run.startswith("third"):
+    if cap_minutes is not None and (third_steps or not run.startswith("third")):
         cfg.train = dataclasses.replace(cfg.train, max_minutes=cap_minutes)
     path = out / f"{run}.yaml"
     save_config(cfg.validate(str(path)), path)
@@ -142,6 +147,8 @@ def main() -> int:
     ap.add_argument("--short-steps", type=int, default=2500)
     ap.add_argument("--third-minutes", type=float, default=19.5,
                     help="training minutes of each third run (the final validation comes on top)")
+    ap.add_argument("--third-steps", type=int, default=0,
+                    help="train each third run this many steps instead of --third-minutes (0: minutes)")
     ap.add_argument("--cap-minutes", type=float, default=None,
                     help="the step-bounded runs' wall-clock cap instead of the recipe's (on a shared machine, so "
                          "that the cap cannot cut them short: their steps, and so their model, stay the recipe's)")
@@ -151,6 +158,8 @@ def main() -> int:
     runs = Path(args.out) / args.direction
     runs.mkdir(parents=True, exist_ok=True)
     named = [r for r in args.runs.split(",") if r]
+    if args.third_steps < 0:
+        ap.error(f"--third-steps: must be 0 (train by minutes) or more, got {args.third_steps}")
     if args.third_minutes <= 0:
         ap.error("--third-minutes: must be above 0 (it is the third runs' only stop)")
     for run in named:
@@ -159,7 +168,7 @@ def main() -> int:
     if not args.skip_train:
         for run in named:
             config = run_config(args.direction, run, runs, args.sr_alpha, args.sr_steps, args.short_steps,
-                                args.third_minutes, Path(args.data), args.cap_minutes)
+                                args.third_minutes, Path(args.data), args.cap_minutes, args.third_steps)
             subprocess.run([sys.executable, "-m", "seqattn", "train", str(config), "--overwrite"], check=True,
                            cwd=ROOT)
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
