@@ -3,15 +3,20 @@ ensemble's translations of the training source, against the ensemble and one of 
 
 usage: python benchmarks/distill.py --teachers DIR [DIR ...] --data DIR [--out runs/distill]
                                     [--config examples/multi30k-distilled.yaml] [--skip-train]
-                                    [--lines N] [--student-minutes M]
+                                    [--lines N] [--student-minutes M | --student-steps N]
+                                    [--init-from MODEL_DIR] [--resume]
 --teachers: trained models of the recipe (e.g. `python benchmarks/quality.py --direction de-en --runs
 third,third2,third3`, whose minutes the table adds); --data holds the Multi30k files. Steps, each timed:
 the teachers translate train.de with beam 5 as one ensemble (`seqattn distill`, resumable), then the
 student trains with the recipe on those targets. Every model is scored on test2016 (the newest test set the
 data holds): cased detokenised sacreBLEU and chrF, greedy and beam 5, sentences/s at batch 64, and
 lowercased tokenised BLEU (sacreBLEU -lc, 13a), the form published Multi30k results use; the figures go to
-benchmarks/results/distill_<date>.json and a Markdown table is printed. --lines and
---student-minutes cut the run down (the first N training lines; the student's minutes) to try it out.
+benchmarks/results/distill_<date>.json (with --lines, a trial: into --out) and a Markdown table is printed.
+--lines and --student-minutes cut the run down (the first N training lines; the student's minutes) to try it out.
+--student-steps N trains the student N steps instead of the config's (its cosine ends there); --init-from
+starts it from a model's weights and vocabularies (`train.init_from`, e.g. one of the teachers) instead of
+from nothing, with a fresh optimizer and schedule. Run again with --resume after an interruption: the
+translation goes on from its last whole chunk, the student from its last.pt (exactly).
 """
 
 from __future__ import annotations
@@ -71,7 +76,12 @@ def main() -> int:
     ap.add_argument("--skip-train", action="store_true", help="score the student already in --out/student")
     ap.add_argument("--lines", type=int, default=0, help="distill and train on the first N lines only (0: all)")
     ap.add_argument("--student-minutes", type=float, default=0.0, help="the student's budget (0: the recipe's)")
+    ap.add_argument("--student-steps", type=int, default=0, help="the student's steps (0: the config's)")
+    ap.add_argument("--init-from", type=Path, default=None, help="start the student from this model's weights")
+    ap.add_argument("--resume", action="store_true", help="continue the student from its last.pt")
     args = ap.parse_args()
+    if args.student_steps < 0 or (args.student_steps and args.student_minutes):
+        ap.error("--student-steps: a count of steps above 0, and not with --student-minutes")
     args.out.mkdir(parents=True, exist_ok=True)
     targets = args.out / "train.distilled.en"
     cfg = reading_from(load_config(args.config), args.data)
@@ -80,6 +90,10 @@ def main() -> int:
     source.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     train = cfg.train if not args.student_minutes else dataclasses.replace(
         cfg.train, max_steps=0, max_minutes=args.student_minutes, decay_over="minutes")
+    if args.student_steps:   # a wall-clock cap that a slow machine cannot reach: the steps make the model
+        train = dataclasses.replace(train, max_steps=args.student_steps, max_minutes=max(train.max_minutes, 180.0))
+    if args.init_from:
+        train = dataclasses.replace(train, init_from=str(args.init_from))
     cfg = dataclasses.replace(cfg, model_dir=str(args.out / "student"), train=train,
                               data=dataclasses.replace(cfg.data, train_src=str(source), train_tgt=str(targets)))
     teacher = Translator.load(args.teachers[0], ensemble=[str(t) for t in args.teachers[1:]] or None)
@@ -87,7 +101,7 @@ def main() -> int:
     distill(teacher, lines, targets, SearchOptions(beam=5))
     distill_minutes = (time.perf_counter() - start) / 60
     if not args.skip_train:
-        Trainer(cfg.validate("distill"), overwrite=True).run()
+        Trainer(cfg.validate("distill"), resume=args.resume, overwrite=not args.resume).run()
     test_src, test_ref = read(args.data / "test_2016_flickr.de.gz"), read(args.data / "test_2016_flickr.en.gz")
     teacher_minutes = sum(minutes_of(t) for t in args.teachers)
     rows = {
@@ -100,7 +114,7 @@ def main() -> int:
     for name, (translator, minutes) in rows.items():
         results[name] = {"cpu_minutes": minutes, **evaluate(translator, test_src, test_ref)}
         print(json.dumps({"model": name, **results[name]}), flush=True)
-    out = ROOT / "benchmarks" / "results" / f"distill_{datetime.date.today()}.json"
+    out = (args.out if args.lines else ROOT / "benchmarks" / "results") / f"distill_{datetime.date.today()}.json"
     out.write_text(json.dumps({"date": str(datetime.date.today()), "lines": len(lines),
                                "distill_minutes": distill_minutes, "teachers": [str(t) for t in args.teachers],
                                "models": results}, indent=1) + "\n", encoding="utf-8")
