@@ -42,6 +42,15 @@ class Translation:
                 "target_tokens": self.tgt_tokens, "attention": self.attention}
 
 
+BATCH_ENCODE = 1000   # lines: below this SentencePiece's batch Encode (a thread pool) costs more than it saves
+
+
+def encode_lines(sp, lines: list[str]) -> list[list[int]]:
+    """Return sp's piece ids of each line: line by line for a short list (one sentence, a batch: the batch
+    call's fixed cost is about a millisecond), by SentencePiece's threaded batch call for a long one."""
+    return sp.Encode(lines) if len(lines) >= BATCH_ENCODE else [sp.Encode(line) for line in lines]
+
+
 class _Pieces:
     """A SentencePiece model, or the target view of a joint one (view ids 0..n-1 -> its piece ids)."""
 
@@ -64,8 +73,8 @@ class _Pieces:
     def encode(self, lines: list[str]) -> list[list[int]]:
         """Return each line's ids (in the view's ids, a piece outside it as <unk>)."""
         if self.keep is None:
-            return self.sp.Encode(lines)
-        return [[self.to_view.get(b, UNK) for b in ids] for ids in self.sp.Encode(lines)]
+            return encode_lines(self.sp, lines)
+        return [[self.to_view.get(b, UNK) for b in ids] for ids in encode_lines(self.sp, lines)]
 
     def pieces(self, ids: list[int]) -> list[str]:
         return [self.sp.IdToPiece(self._base(i)) for i in ids]

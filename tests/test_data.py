@@ -9,6 +9,7 @@ from seqattn.data.batching import collate, token_batches
 from seqattn.data.corpus import read_lines, read_parallel, read_tsv
 from seqattn.data.tokenizer import EOS, PAD, SOS, UNK, TargetView, Tokenizer, Tokenizers
 from seqattn.errors import SeqattnError
+from seqattn_runtime.translator import BATCH_ENCODE, encode_lines
 
 
 def test_read_txt_gz_crlf_bom(tmp_path):
@@ -110,6 +111,17 @@ def test_adopt_renumbers_an_existing_sentencepiece_model(tmp_path):
     (tmp_path / "junk.model").write_bytes(b"not a model")
     with pytest.raises(SeqattnError, match="junk.model: not a valid SentencePiece model"):
         Tokenizer.adopt(tmp_path / "junk.model")
+
+
+def test_short_and_long_lists_encode_alike():
+    """Short lists go line by line, long ones through SentencePiece's batch call: the same ids either way."""
+    lines = ["Ein Hund läuft.", "A dog runs.", "2007년 7월 10일", "Zwei Katzen schlafen.", ""] * 5
+    tok = Tokenizer.train(lines, vocab_size=60)
+    many = [f"{line} {i}" for i, line in enumerate(lines * (BATCH_ENCODE // len(lines) + 1))]
+    assert len(many) >= BATCH_ENCODE > len(lines)
+    for batch in (lines, many, lines[:1], []):
+        assert tok.encode(batch) == [tok.sp.Encode(line) for line in batch]
+    assert encode_lines(tok.sp, many) == tok.sp.Encode(many)
 
 
 def test_unknown_characters_map_to_unk():

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from seqattn_runtime.rules import EOS, PAD, SOS, UNK
+from seqattn_runtime.translator import encode_lines
 
 from ..errors import SeqattnError
 from .sampling import Segmentations
@@ -92,7 +93,7 @@ class Tokenizer:
 
     def encode(self, lines: list[str]) -> list[list[int]]:
         """Return the piece ids of each line (no <sos>/<eos>)."""
-        return self.sp.Encode(lines)
+        return encode_lines(self.sp, lines)
 
     def segmentations(self, lines: list[str], nbest: int):
         """Return the nbest most likely segmentations of each line (`sampling.Segmentations`)."""
