@@ -11,8 +11,11 @@ sentences/s of each (the first round, which pays one-time costs, is left out of 
 - `+context, batch by batch`: the same, each batch of 64 decoded on its own (no sentences joining).
 
 --threads N runs it all on N threads (default: every core, as seqattn does); --profile then times one
-more greedy and beam-5 translate (all of `fast.Decoding`) under torch's profiler and prints the share of
-their operator time spent in matrix products.
+more greedy and beam-5 translate (all of `fast.Decoding`) under torch's profiler and prints how their
+operator time divides: matrix products (PRODUCTS), the arithmetic any decoder of this model computes
+(ARITHMETIC: the cells' gates, tanh, the softmaxes and log-normaliser, the argmax / top-k) and lookups
+(LOOKUPS: input-table rows, beam reordering), and the rest (the batch's bookkeeping). The products and the
+arithmetic bound how much faster decoding could get: 1 / (their share) with all the rest free.
 
 usage: python benchmarks/decode_parts.py --model MODEL_DIR --src test_2016_flickr.de [--rounds 4]
                                          [--threads N] [--profile]
@@ -46,7 +49,7 @@ def main() -> int:
     ap.add_argument("--src", type=Path, required=True)
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: every core)")
-    ap.add_argument("--profile", action="store_true", help="the matrix products' share of decoding time")
+    ap.add_argument("--profile", action="store_true", help="how decoding's operator time divides")
     a = ap.parse_args()
     if a.threads < 0:
         sys.exit(f"--threads must be 0 (every core) or more, got {a.threads}")
@@ -105,18 +108,22 @@ def main() -> int:
                                          "all": [round(len(src) / t) for t in ts]}
     if a.profile:
         tr._decoding, translator_module.REFILL_BATCHES = (lambda: full), variants["+context"][1]   # as translate runs
-        out["profile"] = {f"beam{beam}": products_share(tr, src, beam) for beam in (1, 5)}
+        out["profile"] = {f"beam{beam}": time_shares(tr, src, beam) for beam in (1, 5)}
     out["threads"] = torch.get_num_threads()
     print(json.dumps(out, indent=1))
     return 0
 
 
 PRODUCTS = ("mkldnn::_linear_pointwise", "aten::mm", "aten::addmm", "aten::bmm", "aten::addmm_")
+ARITHMETIC = ("aten::tanh", "aten::tanh_", "aten::sigmoid", "aten::sigmoid_", "aten::addcmul", "aten::mul",
+              "aten::exp", "aten::exp_", "aten::log_", "aten::sub", "aten::sub_", "aten::sum", "aten::_softmax",
+              "aten::_log_softmax", "aten::amax", "aten::max", "aten::argmax", "aten::topk")
+LOOKUPS = ("aten::index_select", "aten::gather")
 
 
-def products_share(tr: Translator, src: list[str], beam: int) -> dict:
-    """Return the seconds of one translate of src, and of its profiled operator time (self CPU time) the
-    seconds in matrix products (PRODUCTS) and in everything else."""
+def time_shares(tr: Translator, src: list[str], beam: int) -> dict:
+    """Return the seconds of one translate of src, and how its profiled operator time (self CPU time) divides:
+    seconds and share in PRODUCTS, ARITHMETIC, LOOKUPS and the rest; `bound`: 1 / the first three's share."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -125,9 +132,13 @@ def products_share(tr: Translator, src: list[str], beam: int) -> dict:
         seconds = time.perf_counter() - t
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events) / 1e6
-    products = sum(e.self_cpu_time_total for e in events if e.key in PRODUCTS) / 1e6
-    return {"seconds_profiled": round(seconds, 3), "products_s": round(products, 3),
-            "other_ops_s": round(total - products, 3), "products_share": round(products / total, 3)}
+    out = {"seconds_profiled": round(seconds, 3), "operators_s": round(total, 3)}
+    for name, ops in (("products", PRODUCTS), ("arithmetic", ARITHMETIC), ("lookups", LOOKUPS)):
+        part = sum(e.self_cpu_time_total for e in events if e.key in ops) / 1e6
+        out[f"{name}_s"], out[f"{name}_share"] = round(part, 3), round(part / total, 3)
+    out["rest_share"] = round(1 - out["products_share"] - out["arithmetic_share"] - out["lookups_share"], 3)
+    out["bound"] = round(1 / (1 - out["rest_share"]), 2)
+    return out
 
 
 if __name__ == "__main__":
