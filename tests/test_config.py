@@ -102,9 +102,12 @@ def test_the_distilled_recipe_is_the_recipe_on_the_teachers_targets(monkeypatch)
     recipe, student = (load_config(root / "examples" / n) for n in ("multi30k.yaml", "multi30k-distilled.yaml"))
     assert student.data.train_tgt == "data/multi30k/train.distilled.en"
     assert student.model_dir == "runs/multi30k-distilled"
+    assert (student.train.max_steps, recipe.train.max_steps) == (2500, 4000)   # the student starts from a teacher
     student.data.train_tgt, student.model_dir = recipe.data.train_tgt, recipe.model_dir
+    student.train.max_steps = recipe.train.max_steps
     assert student == recipe
-    assert "seqattn distill runs/multi30k" in (root / "examples" / "multi30k-distilled.yaml").read_text()
+    text = (root / "examples" / "multi30k-distilled.yaml").read_text()
+    assert "seqattn distill runs/multi30k" in text and "--init-from runs/multi30k" in text
 
 
 def test_a_renamed_key_is_read_under_its_new_name_with_one_notice(tmp_path, capsys):
