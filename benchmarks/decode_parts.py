@@ -14,8 +14,8 @@ sentences/s of each (the first round, which pays one-time costs, is left out of 
 more greedy and beam-5 translate (all of `fast.Decoding`) under torch's profiler and prints how their
 operator time divides: matrix products (PRODUCTS), the arithmetic any decoder of this model computes
 (ARITHMETIC: the cells' gates, tanh, the softmaxes and log-normaliser, the argmax / top-k) and lookups
-(LOOKUPS: input-table rows, beam reordering), and the rest (the batch's bookkeeping). The products and the
-arithmetic bound how much faster decoding could get: 1 / (their share) with all the rest free.
+(LOOKUPS: input-table rows, beam reordering), and the rest (the batch's bookkeeping). Those three bound how
+much faster decoding could get: the translate's seconds over theirs, were the rest and all Python free.
 
 usage: python benchmarks/decode_parts.py --model MODEL_DIR --src test_2016_flickr.de [--rounds 4]
                                          [--threads N] [--profile]
@@ -123,7 +123,8 @@ LOOKUPS = ("aten::index_select", "aten::gather")
 
 def time_shares(tr: Translator, src: list[str], beam: int) -> dict:
     """Return the seconds of one translate of src, and how its profiled operator time (self CPU time) divides:
-    seconds and share in PRODUCTS, ARITHMETIC, LOOKUPS and the rest; `bound`: 1 / the first three's share."""
+    seconds and share in PRODUCTS, ARITHMETIC, LOOKUPS and the rest; `bound`: the translate's seconds over the
+    first three's (how much faster it could be with the rest and all Python free)."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -137,7 +138,7 @@ def time_shares(tr: Translator, src: list[str], beam: int) -> dict:
         part = sum(e.self_cpu_time_total for e in events if e.key in ops) / 1e6
         out[f"{name}_s"], out[f"{name}_share"] = round(part, 3), round(part / total, 3)
     out["rest_share"] = round(1 - out["products_share"] - out["arithmetic_share"] - out["lookups_share"], 3)
-    out["bound"] = round(1 / (1 - out["rest_share"]), 2)
+    out["bound"] = round(seconds / (out["products_s"] + out["arithmetic_s"] + out["lookups_s"]), 2)
     return out
 
 
