@@ -47,7 +47,7 @@ BATCH_ENCODE = 1000   # lines: below this SentencePiece's batch Encode (a thread
 
 def encode_lines(sp, lines: list[str]) -> list[list[int]]:
     """Return sp's piece ids of each line: line by line for a short list (one sentence, a batch: the batch
-    call's fixed cost is about a millisecond), by SentencePiece's threaded batch call for a long one."""
+    call's fixed cost, starting its threads, outweighs their work), by SentencePiece's threaded call for a long one."""
     return sp.Encode(lines) if len(lines) >= BATCH_ENCODE else [sp.Encode(line) for line in lines]
 
 
