@@ -150,18 +150,14 @@ class Runtime:
             except Exception as e:
                 first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 raise ExportError(f"{d / name}: cannot load ({first[:200]})") from None
-        step_in = [i.name for i in self.sessions["step.onnx"].get_inputs()]
-        if step_in != meta["step_inputs"]:
-            raise ExportError(f"{d / 'step.onnx'}: inputs {step_in} do not match seqattn.json's {meta['step_inputs']}")
-        enc_out = [o.name for o in self.sessions["encoder.onnx"].get_outputs()]
-        if enc_out != meta["encoder_outputs"]:
-            raise ExportError(f"{d / 'encoder.onnx'}: outputs {enc_out} do not match seqattn.json's "
-                              f"{meta['encoder_outputs']}")
-        step_out = [o.name for o in self.sessions["step.onnx"].get_outputs()]
-        if step_out != meta["step_outputs"]:
-            raise ExportError(f"{d / 'step.onnx'}: outputs {step_out} do not match seqattn.json's "
-                              f"{meta['step_outputs']}")
-        unmade = [k for k in ("memory", "keys", "context") if k in step_in and k not in enc_out]
+        for name, kind, key in (("step.onnx", "inputs", "step_inputs"), ("encoder.onnx", "outputs", "encoder_outputs"),
+                                ("step.onnx", "outputs", "step_outputs")):
+            session = self.sessions[name]
+            got = [x.name for x in (session.get_inputs() if kind == "inputs" else session.get_outputs())]
+            if got != meta[key]:
+                raise ExportError(f"{d / name}: {kind} {got} do not match seqattn.json's {meta[key]}")
+        unmade = [k for k in ("memory", "keys", "context")
+                  if k in meta["step_inputs"] and k not in meta["encoder_outputs"]]
         if unmade:
             raise ExportError(f"{d / 'step.onnx'}: reads {unmade[0]!r}, which encoder.onnx does not give")
         self.lstm, self.feeding = "c" in meta["step_inputs"], "feed" in meta["step_inputs"]
