@@ -38,6 +38,7 @@ from multi30k import reading_from  # noqa: E402
 
 from seqattn.config import load_config  # noqa: E402
 from seqattn.distill import distill  # noqa: E402
+from seqattn.errors import SeqattnError  # noqa: E402
 from seqattn.evaluate import score  # noqa: E402
 from seqattn.train import Trainer  # noqa: E402
 from seqattn.translator import SearchOptions, Translator  # noqa: E402
@@ -83,6 +84,10 @@ def main() -> int:
     args = ap.parse_args()
     if args.student_steps < 0 or (args.student_steps and args.student_minutes):
         ap.error("--student-steps: a count of steps above 0, and not with --student-minutes")
+    if args.init_from and not args.init_from.exists():   # checked before the translation, not after it
+        ap.error(f"--init-from: {args.init_from}: no such model directory or checkpoint")
+    if args.resume and not args.skip_train and not (args.out / "student" / "last.pt").exists():
+        ap.error(f"--resume: {args.out / 'student'}: nothing to resume (no last.pt)")
     args.out.mkdir(parents=True, exist_ok=True)
     targets = args.out / "train.distilled.en"
     cfg = reading_from(load_config(args.config), args.data)
@@ -135,4 +140,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except SeqattnError as e:   # a bad model directory, config or file: one line, as the CLI says it
+        print(f"distill.py: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
