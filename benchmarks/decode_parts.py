@@ -15,7 +15,8 @@ more greedy and beam-5 translate (all of `fast.Decoding`) under torch's profiler
 operator time divides: matrix products (PRODUCTS), the arithmetic any decoder of this model computes
 (ARITHMETIC: the cells' gates, tanh, the softmaxes and log-normaliser, the argmax / top-k) and lookups
 (LOOKUPS: input-table rows, beam reordering), and the rest (the batch's bookkeeping). Those three bound how
-much faster decoding could get: the translate's seconds over theirs, were the rest and all Python free.
+much faster decoding could get: the translate's seconds over theirs, were the rest and all Python free
+(mul, sub and sum count as arithmetic whole, though the search's bookkeeping uses a few of them too).
 
 usage: python benchmarks/decode_parts.py --model MODEL_DIR --src test_2016_flickr.de [--rounds 4]
                                          [--threads N] [--profile]
