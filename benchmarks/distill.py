@@ -16,8 +16,8 @@ benchmarks/results/distill_<date>.json (with --lines, a trial: into --out) and a
 --student-steps N trains the student N steps instead of the config's (its cosine ends there); --init-from
 starts it from a model's weights and vocabularies (`train.init_from`, e.g. one of the teachers) instead of
 from nothing, with a fresh optimizer and schedule. Run again with --resume after an interruption: the
-translation goes on from its last whole chunk, the student from its last.pt (exactly); a finished
-translation's minutes stay in --out/distill_minutes.txt for the table.
+translation goes on from its last whole chunk, the student from its last.pt (exactly); the translation's
+minutes, interrupted runs' included, add up in --out/distill_minutes.txt for the table.
 """
 
 from __future__ import annotations
@@ -103,11 +103,13 @@ def main() -> int:
     cfg = dataclasses.replace(cfg, model_dir=str(args.out / "student"), train=train,
                               data=dataclasses.replace(cfg.data, train_src=str(source), train_tgt=str(targets)))
     teacher = Translator.load(args.teachers[0], ensemble=[str(t) for t in args.teachers[1:]] or None)
-    start = time.perf_counter()
-    distill(teacher, lines, targets, SearchOptions(beam=5))
     spent = args.out / "distill_minutes.txt"   # the translation's minutes, summed over interrupted runs
-    distill_minutes = (time.perf_counter() - start) / 60 + (float(spent.read_text()) if spent.exists() else 0.0)
-    spent.write_text(f"{distill_minutes}\n")
+    distill_minutes, start = float(spent.read_text()) if spent.exists() else 0.0, time.perf_counter()
+    try:
+        distill(teacher, lines, targets, SearchOptions(beam=5))
+    finally:   # an interrupted translation's minutes count too: the next run goes on from its last chunk
+        distill_minutes += (time.perf_counter() - start) / 60
+        spent.write_text(f"{distill_minutes}\n")
     if not args.skip_train:
         Trainer(cfg.validate("distill"), resume=args.resume, overwrite=not args.resume).run()
     test_src, test_ref = read(args.data / "test_2016_flickr.de.gz"), read(args.data / "test_2016_flickr.en.gz")
