@@ -125,7 +125,8 @@ LOOKUPS = ("aten::index_select", "aten::gather")
 def time_shares(tr: Translator, src: list[str], beam: int) -> dict:
     """Return the seconds of one translate of src, and how its profiled operator time (self CPU time) divides:
     seconds and share in PRODUCTS, ARITHMETIC, LOOKUPS and the rest; `bound`: the translate's seconds over the
-    first three's (how much faster it could be with the rest and all Python free)."""
+    first three's (how much faster it could be with the rest and all Python free; the seconds include the
+    profiler's own cost, so the bound errs high)."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
